@@ -1,0 +1,1 @@
+"""The HTTP edge: OpenAI request parsing, auth, errors, SSE and response rendering."""

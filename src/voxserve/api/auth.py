@@ -1,0 +1,56 @@
+"""Optional API keys. With none configured every request is accepted (the OpenAI SDK always
+sends some key); with keys, `/v1/*` needs one of them, answered with OpenAI's 401 texts."""
+
+from __future__ import annotations
+
+import base64
+import hmac
+
+from fastapi import Request
+
+from voxserve.errors import APIError
+
+MISSING_KEY = (
+    "You didn't provide an API key. You need to provide your API key in an Authorization header "
+    "using Bearer auth (i.e. Authorization: Bearer YOUR_KEY), or as the password field (with "
+    "blank username) if you're accessing the API from your browser and are prompted for a "
+    "username and password. You can obtain an API key from "
+    "https://platform.openai.com/account/api-keys."
+)
+
+
+def presented_key(authorization: str | None) -> str | None:
+    """The key in a `Bearer` header, or the password of `Basic` auth with a blank username."""
+    if not authorization:
+        return None
+    scheme, _, value = authorization.partition(" ")
+    scheme = scheme.lower()
+    if scheme == "bearer":
+        return value.strip() or None
+    if scheme == "basic":
+        try:
+            user, _, password = base64.b64decode(value.strip()).decode().partition(":")
+        except (ValueError, UnicodeDecodeError):
+            return None
+        return password if not user and password else None
+    return None
+
+
+def mask_key(key: str) -> str:
+    return f"{key[:8]}***{key[-4:]}" if len(key) > 12 else "***"
+
+
+async def require_api_key(request: Request) -> None:
+    keys: list[str] = request.app.state.settings.api_keys
+    if not keys:
+        return
+    key = presented_key(request.headers.get("authorization"))
+    if key is None:
+        raise APIError(MISSING_KEY, status=401)
+    if not any(hmac.compare_digest(key.encode(), k.encode()) for k in keys):
+        raise APIError(
+            f"Incorrect API key provided: {mask_key(key)}. You can find your API key at "
+            "https://platform.openai.com/account/api-keys.",
+            status=401,
+            code="invalid_api_key",
+        )

@@ -1,0 +1,206 @@
+"""`POST /v1/audio/transcriptions` and `POST /v1/audio/translations`: one handler, a task flag."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+
+from fastapi import APIRouter, Request
+from starlette.datastructures import FormData
+from starlette.responses import Response
+
+from voxserve.api.forms import FormReader, parse_number
+from voxserve.api.sse import DONE, sse_error, sse_event, sse_response
+from voxserve.domain import Segment, Task
+from voxserve.errors import APIError, model_not_found, server_error
+from voxserve.formats.transcript import render_transcript
+from voxserve.languages import normalize_language
+from voxserve.stt.engine import VadSettings
+from voxserve.stt.request import SpeechToTextRequest
+from voxserve.stt.service import StreamStart, build_transcript, render_options, tokens_usage
+
+log = logging.getLogger("voxserve.api")
+
+router = APIRouter()
+
+GRANULARITIES = {"word", "segment"}
+INCLUDABLE = {"logprobs"}
+
+
+@router.post("/v1/audio/transcriptions")
+async def create_transcription(request: Request) -> Response:
+    return await _speech_to_text(request, "transcribe")
+
+
+@router.post("/v1/audio/translations")
+async def create_translation(request: Request) -> Response:
+    return await _speech_to_text(request, "translate")
+
+
+async def _speech_to_text(request: Request, task: Task) -> Response:
+    stt_request = await read_speech_to_text_request(request, task)
+    service = request.app.state.stt
+    if stt_request.wants_stream:
+        events = service.decode(stt_request)
+        start = await anext(events)  # errors up to here are plain HTTP errors
+        return sse_response(_transcript_events(stt_request, start, events))
+    transcript = await service.transcribe(stt_request)
+    rendered = render_transcript(
+        transcript, stt_request.response_format, render_options(stt_request, transcript)
+    )
+    return Response(rendered.body, media_type=rendered.content_type)
+
+
+async def _transcript_events(
+    req: SpeechToTextRequest, start: StreamStart, segments: AsyncIterator[Segment]
+) -> AsyncIterator[bytes]:
+    collected: list[Segment] = []
+    try:
+        # aclosing: a client that goes away closes the decoder too, which stops the worker.
+        async with aclosing(segments):
+            async for segment in segments:
+                text = segment.text.lstrip() if not collected else segment.text
+                collected.append(segment)
+                if text:
+                    yield sse_event({"type": "transcript.text.delta", "delta": text})
+    except APIError as exc:
+        yield sse_error(exc)
+        return
+    except Exception:
+        log.exception("transcription stream failed")
+        yield sse_error(server_error())
+        return
+    transcript = build_transcript(req, start, collected)
+    yield sse_event(
+        {"type": "transcript.text.done", "text": transcript.text, "usage": tokens_usage(transcript)}
+    )
+    yield DONE
+
+
+async def read_multipart(request: Request) -> FormData:
+    content_type = request.headers.get("content-type", "")
+    if not content_type.lower().startswith("multipart/form-data"):
+        shown = content_type or "none"
+        raise APIError(
+            f"Unsupported content type: '{shown}'. This API method only accepts "
+            f"'multipart/form-data' requests, but you specified the header 'Content-Type: "
+            f"{shown}'. Please try again with a supported content type.",
+            code="unsupported_content_type",
+        )
+    max_bytes = request.app.state.settings.max_upload_bytes
+    try:
+        return await request.form(max_files=4, max_fields=200, max_part_size=max_bytes)
+    except APIError:
+        raise
+    except Exception as exc:  # malformed multipart bodies
+        raise APIError(f"Could not parse the multipart form: {exc}") from exc
+
+
+def _missing(field: str) -> APIError:
+    return APIError(
+        f"1 validation error for Request\nbody -> {field}\n  field required "
+        "(type=value_error.missing)"
+    )
+
+
+async def read_speech_to_text_request(request: Request, task: Task) -> SpeechToTextRequest:
+    form = await read_multipart(request)
+    reader = FormReader(form)
+    upload = reader.file("file")
+    if upload is None:
+        raise _missing("file")
+    model_name = (reader.text("model") or "").strip()
+    if not model_name:
+        raise _missing("model")
+    model = request.app.state.catalog.resolve(model_name)
+    if model is None:
+        raise model_not_found(model_name)
+    if model.spec.kind != "stt":
+        raise APIError(
+            f"Model '{model_name}' is not a speech-to-text model.",
+            param="model",
+            code="invalid_value",
+        )
+
+    language = None
+    raw_language = reader.text("language")
+    if raw_language is not None and raw_language.strip():
+        language = normalize_language(raw_language)
+        if language is None:
+            raise APIError(
+                f"Invalid language '{raw_language}'. Language parameter must be specified in "
+                "ISO-639-1 format.",
+                param="language",
+                code="invalid_language_format",
+            )
+
+    granularities = set(reader.values("timestamp_granularities"))
+    unknown = granularities - GRANULARITIES
+    if unknown:
+        raise APIError(
+            f"Invalid value: '{sorted(unknown)[0]}'. Supported values are: 'word' and 'segment'.",
+            param="timestamp_granularities",
+            code="invalid_value",
+        )
+
+    include: set[str] = set()
+    stream = False
+    vad = None
+    if task == "transcribe":  # translations have no include/stream/chunking_strategy fields
+        include = set(reader.values("include"))
+        unknown = include - INCLUDABLE
+        if unknown:
+            raise APIError(
+                f"Invalid value: '{sorted(unknown)[0]}'. Supported values are: 'logprobs'.",
+                param="include",
+                code="invalid_value",
+            )
+        stream = bool(reader.boolean("stream"))
+        vad = parse_chunking_strategy(reader.object("chunking_strategy"))
+
+    return SpeechToTextRequest(
+        task=task,
+        model=model,
+        audio=await upload.read(),
+        response_format=(reader.text("response_format") or "json").strip() or "json",
+        language=language,
+        prompt=reader.text("prompt") or None,
+        temperature=reader.number("temperature", 0.0, 1.0),
+        timestamp_granularities=frozenset(granularities),
+        include_logprobs="logprobs" in include,
+        stream=stream,
+        vad=vad,
+    )
+
+
+def parse_chunking_strategy(value: str | dict | None) -> VadSettings | None:
+    """`auto` or a `server_vad` object (contract §2.1.2) as VAD settings; None when unset."""
+    param = "chunking_strategy"
+    if value is None:
+        return None
+    if isinstance(value, str):
+        if value == "auto":
+            return VadSettings()
+        raise APIError(
+            f"Invalid value: '{value}'. Supported values are: 'auto' or a server_vad object.",
+            param=param,
+            code="invalid_value",
+        )
+    if value.get("type") != "server_vad":
+        raise APIError(
+            f"Invalid '{param}.type': expected 'server_vad', got '{value.get('type')}'.",
+            param=f"{param}.type",
+            code="invalid_value",
+        )
+    defaults = VadSettings()
+    threshold = value.get("threshold", defaults.threshold)
+    prefix = value.get("prefix_padding_ms", defaults.prefix_padding_ms)
+    silence = value.get("silence_duration_ms", defaults.silence_duration_ms)
+    return VadSettings(
+        threshold=parse_number(f"{param}.threshold", threshold, 0.0, 1.0),
+        prefix_padding_ms=int(parse_number(f"{param}.prefix_padding_ms", prefix, 0, 10_000)),
+        silence_duration_ms=int(
+            parse_number(f"{param}.silence_duration_ms", silence, 0, 10_000)
+        ),
+    )

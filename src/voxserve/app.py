@@ -1,0 +1,45 @@
+"""`create_app(settings)`: wires the catalog, model pool, services and routes together."""
+
+from __future__ import annotations
+
+import logging
+from functools import partial
+
+from fastapi import Depends, FastAPI
+
+from voxserve import __version__
+from voxserve.api import health, models, transcriptions
+from voxserve.api.auth import require_api_key
+from voxserve.api.errors import install_error_handlers
+from voxserve.api.middleware import RequestIdMiddleware, UploadLimitMiddleware
+from voxserve.config import Settings
+from voxserve.runtime.catalog import Catalog
+from voxserve.runtime.pool import ModelPool
+from voxserve.stt.engine import load_whisper
+from voxserve.stt.service import SpeechToText
+
+log = logging.getLogger("voxserve")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    app = FastAPI(title="voxserve", version=__version__, docs_url="/docs", redoc_url=None)
+    catalog = Catalog(settings)
+    for alias, target in catalog.broken_aliases().items():
+        log.warning("alias %s points at unknown model %s; it is not served", alias, target)
+    pool = ModelPool({"stt": partial(load_whisper, settings=settings)})
+
+    app.state.settings = settings
+    app.state.catalog = catalog
+    app.state.pool = pool
+    app.state.stt = SpeechToText(settings, pool)
+
+    install_error_handlers(app)
+    protected = [Depends(require_api_key)]
+    app.include_router(health.router)
+    app.include_router(models.router, dependencies=protected)
+    app.include_router(transcriptions.router, dependencies=protected)
+
+    app.add_middleware(UploadLimitMiddleware, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(RequestIdMiddleware)
+    return app

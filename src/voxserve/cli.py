@@ -1,0 +1,102 @@
+"""`voxserve serve | transcribe | models`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from voxserve.config import Settings
+
+cli = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+
+OUTPUT_EXTENSIONS = {"json": "json", "verbose_json": "json", "text": "txt", "srt": "srt", "vtt": "vtt"}
+
+
+def _settings(**overrides) -> Settings:
+    """Settings from the environment, with the CLI flags that were given on top."""
+    given = {k: v for k, v in overrides.items() if v not in (None, [], {})}
+    return Settings(**given)
+
+
+def _pairs(values: list[str] | None) -> dict[str, str]:
+    out = {}
+    for item in values or []:
+        name, sep, target = item.partition("=")
+        if not sep:
+            raise typer.BadParameter(f"expected NAME=VALUE, got {item!r}")
+        out[name.strip()] = target.strip()
+    return out
+
+
+@cli.command()
+def serve(
+    host: Optional[str] = typer.Option(None, help="Address to bind [env VOXSERVE_HOST]"),
+    port: Optional[int] = typer.Option(None, help="Port [env VOXSERVE_PORT]"),
+    device: Optional[str] = typer.Option(None, help="cpu, cuda or auto [env VOXSERVE_DEVICE]"),
+    compute_type: Optional[str] = typer.Option(None, help="int8, float16, ... or auto"),
+    threads: Optional[int] = typer.Option(None, help="CPU threads for inference (0 = all)"),
+    default_model: Optional[str] = typer.Option(None, help="Model behind the OpenAI names"),
+    alias: Optional[list[str]] = typer.Option(None, help="NAME=MODEL, repeatable"),
+    model: Optional[list[str]] = typer.Option(None, help="ID=SOURCE (dir or hf:org/repo)"),
+    api_key: Optional[list[str]] = typer.Option(None, help="Accepted API key, repeatable"),
+    max_upload_bytes: Optional[int] = typer.Option(None, help="Upload size limit in bytes"),
+    log_level: Optional[str] = typer.Option(None, help="debug, info, warning, error"),
+) -> None:
+    """Start the OpenAI-compatible server."""
+    import uvicorn
+
+    from voxserve.app import create_app
+
+    settings = _settings(
+        host=host, port=port, device=device, compute_type=compute_type, cpu_threads=threads,
+        stt_default_model=default_model, aliases=_pairs(alias), models=_pairs(model),
+        api_keys=api_key, max_upload_bytes=max_upload_bytes, log_level=log_level,
+    )
+    logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    uvicorn.run(
+        create_app(settings), host=settings.host, port=settings.port,
+        log_level=settings.log_level.lower(),
+    )
+
+
+@cli.command()
+def transcribe(
+    files: list[Path] = typer.Argument(..., exists=True, dir_okay=False, help="Audio files"),
+    model: str = typer.Option("whisper-base", help="Model id or OpenAI name"),
+    language: Optional[str] = typer.Option(None, help="Spoken language (ISO-639-1)"),
+    response_format: str = typer.Option("text", "--format", help="json, text, srt, vtt, verbose_json"),
+    output_dir: Path = typer.Option(Path("."), help="Where the outputs go"),
+    translate: bool = typer.Option(False, help="Translate into English"),
+    prompt: Optional[str] = typer.Option(None, help="Text to guide the style"),
+) -> None:
+    """Transcribe (or translate) files on disk: one output file per input."""
+    from voxserve.cli_transcribe import run_files
+
+    if response_format not in OUTPUT_EXTENSIONS:
+        raise typer.BadParameter(f"unknown format {response_format!r}", param_hint="--format")
+    code = asyncio.run(
+        run_files(
+            Settings(), files, model=model, language=language, response_format=response_format,
+            output_dir=output_dir, task="translate" if translate else "transcribe", prompt=prompt,
+            extension=OUTPUT_EXTENSIONS[response_format],
+        )
+    )
+    raise typer.Exit(code)
+
+
+@cli.command("models")
+def list_models() -> None:
+    """List the model ids this configuration serves."""
+    from voxserve.runtime.catalog import Catalog
+
+    for public in Catalog(Settings()).public_models():
+        target = "" if public.id == public.spec.id else f" -> {public.spec.id}"
+        typer.echo(f"{public.id}{target}  [{public.spec.kind}, {public.spec.source}]")
+
+
+def main() -> None:
+    cli()

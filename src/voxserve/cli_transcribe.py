@@ -1,0 +1,78 @@
+"""The `voxserve transcribe` command: the server's own pipeline, run on files on disk."""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from voxserve.config import Settings
+from voxserve.domain import Task
+from voxserve.errors import APIError
+from voxserve.formats.transcript import render_transcript
+from voxserve.languages import normalize_language
+from voxserve.runtime.catalog import Catalog
+from voxserve.runtime.pool import ModelPool
+from voxserve.stt.engine import load_whisper
+from voxserve.stt.request import SpeechToTextRequest
+from voxserve.stt.service import SpeechToText, StreamStart, build_transcript, render_options
+
+
+async def run_files(
+    settings: Settings,
+    files: list[Path],
+    *,
+    model: str,
+    language: str | None,
+    response_format: str,
+    output_dir: Path,
+    task: Task,
+    prompt: str | None,
+    extension: str,
+) -> int:
+    """Returns the exit code: 0 if every file was written, 1 otherwise."""
+    console = Console(stderr=True)
+    public = Catalog(settings).resolve(model)
+    if public is None:
+        console.print(f"[red]unknown model {model!r}[/red]")
+        return 1
+    code = normalize_language(language) if language else None
+    if language and code is None:
+        console.print(f"[red]unknown language {language!r}[/red]")
+        return 1
+    service = SpeechToText(settings, ModelPool({"stt": partial(load_whisper, settings=settings)}))
+    output_dir.mkdir(parents=True, exist_ok=True)
+    failures = 0
+    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+               TimeElapsedColumn())
+    with Progress(*columns, console=console) as progress:
+        for path in files:
+            bar = progress.add_task(path.name, total=None)
+            req = SpeechToTextRequest(
+                task=task, model=public, audio=path.read_bytes(),
+                response_format=response_format, language=code, prompt=prompt,
+                timestamp_granularities=frozenset({"word", "segment"})
+                if response_format == "verbose_json" else frozenset(),
+            )
+            try:
+                start, segments = None, []
+                async for item in service.decode(req):
+                    if isinstance(item, StreamStart):
+                        start = item
+                        progress.update(bar, total=item.info.duration)
+                    else:
+                        segments.append(item)
+                        progress.update(bar, completed=item.end)
+                transcript = build_transcript(req, start, segments)
+            except APIError as exc:
+                progress.console.print(f"[red]{path}: {exc.message}[/red]")
+                failures += 1
+                continue
+            rendered = render_transcript(transcript, response_format, render_options(req, transcript))
+            target = output_dir / f"{path.stem}.{extension}"
+            target.write_bytes(rendered.body)
+            progress.update(bar, completed=transcript.duration)
+            progress.console.print(f"{path} -> {target}")
+    return 1 if failures else 0

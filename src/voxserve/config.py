@@ -1,0 +1,109 @@
+"""One Settings object for the whole server, read from `VOXSERVE_*` variables and CLI flags.
+
+Lists and maps accept either JSON or a short form, because people type them in shells:
+`VOXSERVE_API_KEYS=key1,key2` and `VOXSERVE_ALIASES=whisper-1=whisper-tiny.en,gpt-4o-transcribe=whisper-base`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+# OpenAI's speech-to-text model names. By default each one is served by `stt_default_model`;
+# `aliases` can send any of them elsewhere.
+OPENAI_STT_NAMES = (
+    "whisper-1",
+    "gpt-4o-transcribe",
+    "gpt-4o-mini-transcribe",
+    "gpt-4o-mini-transcribe-2025-12-15",
+)
+
+
+def _default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "voxserve"
+
+
+def _parse_list(value: Any) -> list[str]:
+    if value is None or value == "":
+        return []
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            return [str(v) for v in json.loads(text)]
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return [str(v) for v in value]
+
+
+def _parse_map(value: Any) -> dict[str, str]:
+    if value is None or value == "":
+        return {}
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("{"):
+            return {str(k): str(v) for k, v in json.loads(text).items()}
+        pairs = [part.split("=", 1) for part in text.split(",") if part.strip()]
+        bad = [p for p in pairs if len(p) != 2]
+        if bad:
+            raise ValueError(f"expected NAME=VALUE pairs separated by commas, got {value!r}")
+        return {k.strip(): v.strip() for k, v in pairs}
+    return {str(k): str(v) for k, v in dict(value).items()}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="VOXSERVE_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    log_level: str = "info"
+
+    # Inference engine.
+    device: Literal["cpu", "cuda", "auto"] = "cpu"
+    # "auto" means int8 on CPU and float16 on CUDA, the fastest types that keep Whisper's accuracy.
+    compute_type: str = "auto"
+    # 0 lets CTranslate2 use every core.
+    cpu_threads: int = Field(0, ge=0)
+    beam_size: int = Field(5, ge=1, le=20)
+
+    # Models: the default speech-to-text model, OpenAI aliases and extra model sources.
+    stt_default_model: str = "whisper-base"
+    aliases: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
+    # Extra models by native id: `id=source`, where source is a directory, `hf:org/repo`,
+    # or `package:<name>` (see runtime/catalog.py).
+    models: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
+    cache_dir: Path = Field(default_factory=_default_cache_dir)
+    # Hugging Face repo ids are resolved from the local HF cache only (no network).
+    hf_offline: bool = False
+
+    # Security and limits.
+    api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    max_upload_bytes: int = Field(26_214_400, ge=1)
+    max_audio_seconds: float = Field(4 * 3600, gt=0)
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: Any) -> list[str]:
+        return _parse_list(value)
+
+    @field_validator("aliases", "models", mode="before")
+    @classmethod
+    def _split_map(cls, value: Any) -> dict[str, str]:
+        return _parse_map(value)
+
+    def alias_target(self, public_name: str) -> str | None:
+        """The native model id an OpenAI name is served by, or None if it is no alias."""
+        if public_name in self.aliases:
+            return self.aliases[public_name]
+        if public_name in OPENAI_STT_NAMES:
+            return self.stt_default_model
+        return None
+
+    def resolved_compute_type(self, device: str) -> str:
+        if self.compute_type != "auto":
+            return self.compute_type
+        return "float16" if device == "cuda" else "int8"

@@ -1,0 +1,1 @@
+"""Where models come from (catalog, store) and how loaded ones are shared (pool)."""

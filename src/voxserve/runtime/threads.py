@@ -1,0 +1,51 @@
+"""Run a blocking iterator in a worker thread and consume it from the event loop.
+
+Used for decoding: faster-whisper produces segments lazily, so a stream can send each one as
+soon as it exists. When the consumer stops early (a client went away), the worker stops at the
+next item instead of decoding the rest of the file for nobody.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import TypeVar
+
+T = TypeVar("T")
+
+_END = object()
+
+
+async def iterate_in_thread(make_iterator: Callable[[], Iterator[T]]) -> AsyncIterator[T]:
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue = asyncio.Queue()
+    cancelled = threading.Event()
+
+    def produce() -> None:
+        try:
+            iterator = make_iterator()
+            for item in iterator:
+                loop.call_soon_threadsafe(queue.put_nowait, (True, item))
+                if cancelled.is_set():
+                    close = getattr(iterator, "close", None)
+                    if close is not None:
+                        close()
+                    return
+            loop.call_soon_threadsafe(queue.put_nowait, (True, _END))
+        except BaseException as exc:  # handed to the consumer, raised there
+            loop.call_soon_threadsafe(queue.put_nowait, (False, exc))
+
+    worker = loop.run_in_executor(None, produce)
+    try:
+        while True:
+            ok, item = await queue.get()
+            if not ok:
+                raise item
+            if item is _END:
+                break
+            yield item
+    finally:
+        cancelled.set()
+        if worker.done():
+            worker.result()

@@ -1,0 +1,1 @@
+"""Speech-to-text: what a transcription is, and the Whisper engine behind it."""
