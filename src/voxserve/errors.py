@@ -14,6 +14,8 @@ class APIError(Exception):
     param: str | None = None
     code: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    # Keys OpenAI puts beside "error" in some bodies (e.g. `usage` on a bad language).
+    extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         super().__init__(self.message)
@@ -25,7 +27,8 @@ class APIError(Exception):
                 "type": self.type,
                 "param": self.param,
                 "code": self.code,
-            }
+            },
+            **self.extra,
         }
 
 

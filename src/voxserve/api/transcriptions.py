@@ -133,6 +133,7 @@ async def read_speech_to_text_request(request: Request, task: Task) -> SpeechToT
                 "ISO-639-1 format.",
                 param="language",
                 code="invalid_language_format",
+                extra={"usage": {"type": "duration", "seconds": 0}},
             )
 
     granularities = set(reader.values("timestamp_granularities"))

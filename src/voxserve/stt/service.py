@@ -4,7 +4,6 @@ English-only?), decode speech lazily, and build the Transcript."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 
@@ -129,7 +128,7 @@ def build_transcript(
 
 
 def tokens_usage(transcript: Transcript) -> dict:
-    audio_tokens = math.ceil(transcript.duration * AUDIO_TOKENS_PER_SECOND)
+    audio_tokens = max(1, round(transcript.duration * AUDIO_TOKENS_PER_SECOND))
     input_tokens = audio_tokens + transcript.text_tokens_in
     return {
         "type": "tokens",
