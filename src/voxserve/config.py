@@ -77,8 +77,10 @@ class Settings(BaseSettings):
     # or `package:<name>` (see runtime/catalog.py).
     models: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
     cache_dir: Path = Field(default_factory=_default_cache_dir)
-    # Hugging Face repo ids are resolved from the local HF cache only (no network).
+    # Hugging Face repo ids: resolved from the local HF cache only when offline (HF_HUB_OFFLINE
+    # is honoured too); hf_cache_dir overrides the hub's default cache location.
     hf_offline: bool = False
+    hf_cache_dir: Path | None = None
 
     # Security and limits.
     api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)

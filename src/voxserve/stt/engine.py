@@ -123,6 +123,7 @@ def load_whisper(spec: ModelSpec, settings: Settings) -> WhisperEngine:
         device=device,
         compute_type=settings.resolved_compute_type(device),
         cpu_threads=settings.cpu_threads,
+        download_root=str(settings.hf_cache_dir) if is_repo_id and settings.hf_cache_dir else None,
         local_files_only=settings.hf_offline if is_repo_id else False,
     )
     return WhisperEngine(spec.id, model)
