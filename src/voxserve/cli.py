@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -34,17 +33,17 @@ def _pairs(values: list[str] | None) -> dict[str, str]:
 
 @cli.command()
 def serve(
-    host: Optional[str] = typer.Option(None, help="Address to bind [env VOXSERVE_HOST]"),
-    port: Optional[int] = typer.Option(None, help="Port [env VOXSERVE_PORT]"),
-    device: Optional[str] = typer.Option(None, help="cpu, cuda or auto [env VOXSERVE_DEVICE]"),
-    compute_type: Optional[str] = typer.Option(None, help="int8, float16, ... or auto"),
-    threads: Optional[int] = typer.Option(None, help="CPU threads for inference (0 = all)"),
-    default_model: Optional[str] = typer.Option(None, help="Model behind the OpenAI names"),
-    alias: Optional[list[str]] = typer.Option(None, help="NAME=MODEL, repeatable"),
-    model: Optional[list[str]] = typer.Option(None, help="ID=SOURCE (dir or hf:org/repo)"),
-    api_key: Optional[list[str]] = typer.Option(None, help="Accepted API key, repeatable"),
-    max_upload_bytes: Optional[int] = typer.Option(None, help="Upload size limit in bytes"),
-    log_level: Optional[str] = typer.Option(None, help="debug, info, warning, error"),
+    host: str | None = typer.Option(None, help="Address to bind [env VOXSERVE_HOST]"),
+    port: int | None = typer.Option(None, help="Port [env VOXSERVE_PORT]"),
+    device: str | None = typer.Option(None, help="cpu, cuda or auto [env VOXSERVE_DEVICE]"),
+    compute_type: str | None = typer.Option(None, help="int8, float16, ... or auto"),
+    threads: int | None = typer.Option(None, help="CPU threads for inference (0 = all)"),
+    default_model: str | None = typer.Option(None, help="Model behind the OpenAI names"),
+    alias: list[str] | None = typer.Option(None, help="NAME=MODEL, repeatable"),
+    model: list[str] | None = typer.Option(None, help="ID=SOURCE (dir or hf:org/repo)"),
+    api_key: list[str] | None = typer.Option(None, help="Accepted API key, repeatable"),
+    max_upload_bytes: int | None = typer.Option(None, help="Upload size limit in bytes"),
+    log_level: str | None = typer.Option(None, help="debug, info, warning, error"),
 ) -> None:
     """Start the OpenAI-compatible server."""
     import uvicorn
@@ -67,11 +66,11 @@ def serve(
 def transcribe(
     files: list[Path] = typer.Argument(..., exists=True, dir_okay=False, help="Audio files"),
     model: str = typer.Option("whisper-base", help="Model id or OpenAI name"),
-    language: Optional[str] = typer.Option(None, help="Spoken language (ISO-639-1)"),
+    language: str | None = typer.Option(None, help="Spoken language (ISO-639-1)"),
     response_format: str = typer.Option("text", "--format", help="json, text, srt, vtt, verbose_json"),
     output_dir: Path = typer.Option(Path("."), help="Where the outputs go"),
     translate: bool = typer.Option(False, help="Translate into English"),
-    prompt: Optional[str] = typer.Option(None, help="Text to guide the style"),
+    prompt: str | None = typer.Option(None, help="Text to guide the style"),
 ) -> None:
     """Transcribe (or translate) files on disk: one output file per input."""
     from voxserve.cli_transcribe import run_files
