@@ -102,14 +102,14 @@ class Diarizer:
     # -- segmentation -----------------------------------------------------------------------
 
     def _windows(self, audio: np.ndarray) -> tuple[np.ndarray, list[float]]:
+        """Overlapping 10 s windows as strided views (no copy: an hour would be ~1 GB)."""
         size = int(WINDOW_SECONDS * SAMPLE_RATE)
         step = int(self.config.window_step * SAMPLE_RATE)
-        starts = list(range(0, max(1, len(audio) - size + step), step)) or [0]
-        windows = np.zeros((len(starts), size), dtype=np.float32)
-        for i, s in enumerate(starts):
-            chunk = audio[s:s + size]
-            windows[i, :len(chunk)] = chunk
-        return windows, [s / SAMPLE_RATE for s in starts]
+        count = max(1, int(np.ceil(max(0, len(audio) - size) / step)) + 1)
+        padded = np.zeros((count - 1) * step + size, dtype=np.float32)
+        padded[:len(audio)] = audio[:len(padded)]
+        windows = np.lib.stride_tricks.sliding_window_view(padded, size)[::step]
+        return windows, [i * step / SAMPLE_RATE for i in range(count)]
 
     def _activity(self, audio: np.ndarray) -> np.ndarray:
         """(frames, 3) speaker activity over the whole file.
