@@ -13,6 +13,8 @@ from voxserve.api.auth import require_api_key
 from voxserve.api.errors import install_error_handlers
 from voxserve.api.middleware import RequestIdMiddleware, UploadLimitMiddleware
 from voxserve.config import Settings
+from voxserve.diarize import wiring as diarize_wiring
+from voxserve.diarize.service import DiarizedSpeechToText
 from voxserve.runtime.catalog import Catalog
 from voxserve.runtime.pool import ModelPool
 from voxserve.stt.engine import load_whisper
@@ -33,6 +35,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.catalog = catalog
     app.state.pool = pool
     app.state.stt = SpeechToText(settings, pool)
+    # Diarization (voxserve.diarize): `<whisper>+diarize` ids and gpt-4o-transcribe-diarize.
+    diarize_wiring.install(catalog, pool, settings)
+    app.state.diarized_stt = DiarizedSpeechToText(settings, pool, catalog)
 
     install_error_handlers(app)
     protected = [Depends(require_api_key)]

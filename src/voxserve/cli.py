@@ -87,6 +87,22 @@ def transcribe(
     raise typer.Exit(code)
 
 
+@cli.command("diarize-setup")
+def diarize_setup(
+    cache_dir: Optional[Path] = typer.Option(None, help="Model cache [env VOXSERVE_CACHE_DIR]"),
+    keep_env: bool = typer.Option(False, help="Keep the torch conversion environment"),
+) -> None:
+    """Convert the diarization models to ONNX once (installs torch into a temporary venv)."""
+    from voxserve.diarize.install import SetupError, setup
+
+    settings = _settings(cache_dir=cache_dir)
+    try:
+        typer.echo(setup(settings.cache_dir, keep_env=keep_env))
+    except SetupError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from exc
+
+
 @cli.command("models")
 def list_models() -> None:
     """List the model ids this configuration serves."""

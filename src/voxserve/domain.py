@@ -15,6 +15,7 @@ class Word:
     start: float
     end: float
     probability: float = 1.0
+    speaker: str | None = None  # set by diarization
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,7 @@ class Segment:
     compression_ratio: float = 0.0
     no_speech_prob: float = 0.0
     words: tuple[Word, ...] = ()
+    speaker: str | None = None  # set by diarization
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,9 @@ from starlette.responses import Response
 
 from voxserve.api.forms import FormReader, parse_number
 from voxserve.api.sse import DONE, sse_error, sse_event, sse_response
+from voxserve.diarize import http as diarize_http
+from voxserve.diarize.params import DiarizeParams
+from voxserve.diarize.wiring import is_diarization_model
 from voxserve.domain import Segment, Task
 from voxserve.errors import APIError, model_not_found, server_error
 from voxserve.formats.transcript import render_transcript
@@ -40,6 +43,8 @@ async def create_translation(request: Request) -> Response:
 
 async def _speech_to_text(request: Request, task: Task) -> Response:
     stt_request = await read_speech_to_text_request(request, task)
+    if is_diarization_model(stt_request.model.spec):
+        return await diarize_http.respond(request.app.state.diarized_stt, stt_request)
     service = request.app.state.stt
     if stt_request.wants_stream:
         events = service.decode(stt_request)
@@ -148,6 +153,7 @@ async def read_speech_to_text_request(request: Request, task: Task) -> SpeechToT
     include: set[str] = set()
     stream = False
     vad = None
+    diarize = DiarizeParams()
     if task == "transcribe":  # translations have no include/stream/chunking_strategy fields
         include = set(reader.values("include"))
         unknown = include - INCLUDABLE
@@ -159,6 +165,7 @@ async def read_speech_to_text_request(request: Request, task: Task) -> SpeechToT
             )
         stream = bool(reader.boolean("stream"))
         vad = parse_chunking_strategy(reader.object("chunking_strategy"))
+        diarize = read_diarize_params(reader)
 
     return SpeechToTextRequest(
         task=task,
@@ -172,6 +179,20 @@ async def read_speech_to_text_request(request: Request, task: Task) -> SpeechToT
         include_logprobs="logprobs" in include,
         stream=stream,
         vad=vad,
+        diarize=diarize,
+    )
+
+
+def read_diarize_params(reader: FormReader) -> DiarizeParams:
+    """`known_speaker_names[]`/`known_speaker_references[]` (OpenAI) and voxserve's
+    `min_speakers`/`max_speakers`; checked against each other by the diarizer."""
+    low = reader.number("min_speakers", 1, 16)
+    high = reader.number("max_speakers", 1, 16)
+    return DiarizeParams(
+        known_speaker_names=tuple(reader.values("known_speaker_names")),
+        known_speaker_references=tuple(reader.values("known_speaker_references")),
+        min_speakers=None if low is None else int(low),
+        max_speakers=None if high is None else int(high),
     )
 
 

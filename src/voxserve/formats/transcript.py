@@ -90,7 +90,7 @@ def plain_word(word: str) -> str:
 
 
 def segment_object(seg: Segment) -> dict:
-    return {
+    obj = {
         "id": seg.id,
         "seek": seg.seek,
         "start": f32(seg.start),
@@ -102,6 +102,21 @@ def segment_object(seg: Segment) -> dict:
         "compression_ratio": f32(seg.compression_ratio),
         "no_speech_prob": f32(seg.no_speech_prob),
     }
+    if seg.speaker is not None:  # voxserve extension: native `+diarize` models
+        obj["speaker"] = seg.speaker
+    return obj
+
+
+def diarized_segment_object(seg: Segment) -> dict:
+    """OpenAI's `transcript.text.segment`, in its key order; also the streaming event."""
+    return {
+        "type": "transcript.text.segment",
+        "text": seg.text,
+        "speaker": seg.speaker,
+        "start": round(seg.start, 3),
+        "end": round(seg.end, 3),
+        "id": f"seg_{seg.id}",
+    }
 
 
 def word_objects(words: tuple[Word, ...]) -> list[dict]:
@@ -109,7 +124,10 @@ def word_objects(words: tuple[Word, ...]) -> list[dict]:
     for w in words:
         text = plain_word(w.word)
         if text:
-            out.append({"word": text, "start": f32(w.start), "end": f32(w.end)})
+            obj = {"word": text, "start": f32(w.start), "end": f32(w.end)}
+            if w.speaker is not None:  # voxserve extension: native `+diarize` models
+                obj["speaker"] = w.speaker
+            out.append(obj)
     return out
 
 
@@ -152,6 +170,18 @@ def render_transcript(transcript: Transcript, response_format: str, opts: Render
             obj["segments"] = [segment_object(s) for s in transcript.segments]
         if opts.words:
             obj["words"] = word_objects(transcript.words)
+    elif response_format == "diarized_json":
+        # OpenAI's wire order (text, segments, usage), then the two keys its SDK model
+        # requires but its server omits (contract §2.3.3).
+        obj = {
+            "text": transcript.text,
+            "segments": [diarized_segment_object(s) for s in transcript.segments],
+        }
+        if opts.usage is not None:
+            obj["usage"] = opts.usage
+        obj["task"] = transcript.task
+        obj["duration"] = f32(transcript.duration)
+        return Rendered(compact_json(obj), JSON_CONTENT_TYPE)
     else:
         obj = {"text": transcript.text}
         if opts.logprobs:

@@ -16,6 +16,8 @@ class Profile:
     timestamp_granularities: bool
     usage: Literal["duration", "tokens"]
     translations: bool
+    prompt: bool = True
+
 
 
 WHISPER_FORMATS = ("json", "text", "srt", "verbose_json", "vtt")
@@ -32,6 +34,16 @@ PROFILES: dict[str, Profile] = {
     "native": Profile(
         "native", WHISPER_FORMATS, honours_stream=True, logprobs=True,
         timestamp_granularities=True, usage="duration", translations=True,
+    ),
+    # Diarization (voxserve.diarize): OpenAI's rules, and a native profile with everything.
+    "gpt-4o-transcribe-diarize": Profile(
+        "gpt-4o-transcribe-diarize", ("json", "text", "diarized_json"), honours_stream=True,
+        logprobs=False, timestamp_granularities=False, usage="tokens", translations=False,
+        prompt=False,
+    ),
+    "native-diarize": Profile(
+        "native-diarize", (*WHISPER_FORMATS, "diarized_json"), honours_stream=True,
+        logprobs=True, timestamp_granularities=True, usage="duration", translations=False,
     ),
 }
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from voxserve.diarize.params import DiarizeParams
 from voxserve.domain import Task
 from voxserve.errors import APIError
 from voxserve.formats.transcript import TRANSCRIPT_FORMATS
@@ -27,6 +28,7 @@ class SpeechToTextRequest:
     stream: bool = False
     vad: VadSettings | None = None
     extra: dict = field(default_factory=dict)
+    diarize: DiarizeParams = DiarizeParams()  # read only by diarization models
 
     @property
     def profile(self) -> Profile:
@@ -59,6 +61,12 @@ def check_against_profile(req: SpeechToTextRequest) -> None:
             f"response_format '{req.response_format}' is not compatible with model "
             f"'{shown_model}'. Use {allowed} instead.",
             param="response_format",
+            code="unsupported_value",
+        )
+    if req.prompt and not profile.prompt:
+        raise APIError(
+            f"prompt is not supported with model '{shown_model}'.",
+            param="prompt",
             code="unsupported_value",
         )
     if req.timestamp_granularities:

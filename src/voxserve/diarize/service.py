@@ -1,0 +1,118 @@
+"""Transcription with speakers: Whisper (with word times) and the diarizer over the same audio,
+the words then assigned to speaker turns. The two models run concurrently; speaker segments
+are produced as Whisper finishes each of its segments, so streams start early."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import replace
+
+import anyio
+import numpy as np
+
+from voxserve.audio.decode import SAMPLE_RATE, decode_audio
+from voxserve.config import Settings
+from voxserve.diarize.assign import split_by_speaker
+from voxserve.diarize.pipeline import Diarizer, KnownSpeaker, Turn
+from voxserve.diarize.references import ReferenceAudio, check_known_speakers, decode_references
+from voxserve.domain import Segment, Transcript
+from voxserve.errors import APIError
+from voxserve.runtime.catalog import Catalog, ModelSpec
+from voxserve.runtime.pool import ModelPool
+from voxserve.runtime.threads import iterate_in_thread
+from voxserve.stt.request import SpeechToTextRequest, check_against_profile
+from voxserve.stt.service import (
+    StreamStart, _with_duration, build_transcript, check_language_support, decode_options,
+)
+
+# OpenAI: "chunking_strategy is required for diarization models" above 30 s.
+CHUNKING_REQUIRED_SECONDS = 30.0
+
+
+class DiarizedSpeechToText:
+    def __init__(self, settings: Settings, pool: ModelPool, catalog: Catalog) -> None:
+        self._settings = settings
+        self._pool = pool
+        self._catalog = catalog
+
+    async def transcribe(self, req: SpeechToTextRequest) -> Transcript:
+        segments: list[Segment] = []
+        start: StreamStart | None = None
+        async for item in self.decode(req):
+            if isinstance(item, StreamStart):
+                start = item
+            else:
+                segments.append(item)
+        assert start is not None
+        return build_transcript(req, start, segments)
+
+    async def decode(self, req: SpeechToTextRequest) -> AsyncIterator[StreamStart | Segment]:
+        """A StreamStart, then speaker segments. Every check that can fail with a 400 runs
+        before the StreamStart (a stream can still answer with a plain HTTP error)."""
+        check_against_profile(req)
+        check_known_speakers(req.diarize)
+        audio = await anyio.to_thread.run_sync(
+            decode_audio, req.audio, self._settings.max_audio_seconds
+        )
+        check_chunking(req, audio)
+        references = await anyio.to_thread.run_sync(decode_references, req.diarize)
+        whisper_spec, diarizer_spec = self._parts(req.model.spec)
+        async with self._pool.use(diarizer_spec) as diarizer, \
+                self._pool.use(whisper_spec) as engine:
+            check_language_support(req, engine)
+            options = replace(decode_options(req, self._settings), word_timestamps=True)
+            turns_job = asyncio.ensure_future(anyio.to_thread.run_sync(
+                run_diarizer, diarizer, audio, references, req.diarize.min_speakers,
+                req.diarize.max_speakers,
+            ))
+            try:
+                def run():
+                    segments, info = engine.transcribe(audio, options)
+                    yield StreamStart(_with_duration(info, audio), engine)
+                    yield from segments
+
+                next_id = 0
+                previous: str | None = None
+                turns: list[Turn] | None = None
+                async for item in iterate_in_thread(run):
+                    if isinstance(item, StreamStart):
+                        yield item
+                        continue
+                    if turns is None:
+                        turns = await turns_job
+                    for piece in split_by_speaker(item, turns, next_id, previous):
+                        if not piece.text.strip():
+                            continue
+                        next_id = piece.id + 1
+                        previous = piece.speaker
+                        yield piece
+            finally:
+                if not turns_job.done():
+                    turns_job.cancel()
+
+    def _parts(self, spec: ModelSpec) -> tuple[ModelSpec, ModelSpec]:
+        whisper = self._catalog.spec(spec.options["whisper"])
+        diarizer = self._catalog.spec(spec.options["diarizer"])
+        if whisper is None or diarizer is None:
+            raise APIError(f"Model '{spec.id}' is misconfigured.", status=500, type="server_error")
+        return whisper, diarizer
+
+
+def check_chunking(req: SpeechToTextRequest, audio: np.ndarray) -> None:
+    if req.profile.name != "gpt-4o-transcribe-diarize" or req.vad is not None:
+        return
+    if audio.size / SAMPLE_RATE > CHUNKING_REQUIRED_SECONDS:
+        raise APIError(
+            "chunking_strategy is required for diarization models",
+            param="chunking_strategy",
+            code="invalid_value",
+        )
+
+
+def run_diarizer(
+    diarizer: Diarizer, audio: np.ndarray, references: list[ReferenceAudio],
+    min_speakers: int | None, max_speakers: int | None,
+) -> list[Turn]:
+    known = [KnownSpeaker(r.name, diarizer.reference_embedding(r.audio)) for r in references]
+    return diarizer.diarize(audio, known, min_speakers, max_speakers)

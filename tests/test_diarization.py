@@ -1,0 +1,245 @@
+"""Diarization with real models and real audio: quality of the pipeline itself (DER against an
+RTTM, known speakers, single speakers), then the OpenAI API over loopback with the SDK, then
+bad input with plain httpx.
+
+The ONNX models are converted once per cache by `voxserve.diarize.install.setup` (needs pip
+access to torch); where that cannot run, these tests skip and say why.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import httpx
+import numpy as np
+import pytest
+from conftest import MODEL_CACHE, audio_path
+from der import der, read_rttm
+
+from voxserve.audio.decode import SAMPLE_RATE, decode_audio
+
+MODEL = "gpt-4o-transcribe-diarize"
+NATIVE = "whisper-tiny.en+diarize"
+SEGMENT_KEYS = ["type", "text", "speaker", "start", "end", "id"]
+# Where the agent speaks again in the meeting (4.0-6.3 s): a reference that is not the clip.
+HELD_OUT = (4.0, 6.3)
+
+
+@pytest.fixture(scope="session")
+def diarizer():
+    from voxserve.diarize.install import SetupError, setup
+    from voxserve.diarize.onnx_models import SpeakerModels
+    from voxserve.diarize.pipeline import Diarizer
+
+    try:
+        directory = setup(MODEL_CACHE)
+    except SetupError as exc:
+        pytest.skip(f"diarization models could not be converted (torch unavailable?): {exc}")
+    return Diarizer(SpeakerModels.load(directory))
+
+
+def load(name: str) -> np.ndarray:
+    return decode_audio(audio_path(name).read_bytes())
+
+
+def wav_bytes(samples: np.ndarray) -> bytes:
+    import io
+    import wave
+
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(SAMPLE_RATE)
+        out.writeframes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
+    return buffer.getvalue()
+
+
+def data_url(data: bytes, mime: str = "audio/wav") -> str:
+    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
+
+
+def cut(samples: np.ndarray, start: float, end: float) -> np.ndarray:
+    return samples[int(start * SAMPLE_RATE):int(end * SAMPLE_RATE)]
+
+
+# -- the pipeline -----------------------------------------------------------------------------
+
+
+def test_phone_call_der_within_five_percent(diarizer):
+    turns = diarizer.diarize(load("phone_call_2spk.wav"))
+    score = der(read_rttm(audio_path("phone_call_2spk.rttm")),
+                [(t.start, t.end, t.speaker) for t in turns], collar=0.25)
+    assert len({t.speaker for t in turns}) == 2
+    assert score["der"] <= 0.05, score
+
+
+@pytest.mark.parametrize("name", ["arctic_a0007.wav", "sense_and_sensibility_01_austen_64kb-0870.wav",
+                                  "beckett.wav", "audio_hello_world.mp3"])
+def test_single_speaker_clip_is_one_speaker(diarizer, name):
+    assert {t.speaker for t in diarizer.diarize(load(name))} == {"A"}
+
+
+def test_absent_known_speaker_is_never_assigned(diarizer):
+    from voxserve.diarize.pipeline import KnownSpeaker
+
+    phone = load("phone_call_2spk.wav")
+    known = [KnownSpeaker("caller", diarizer.reference_embedding(cut(phone, 22.0, 27.0))),
+             KnownSpeaker("callee", diarizer.reference_embedding(cut(phone, 11.0, 14.5)))]
+    turns = diarizer.diarize(load("audio_meeting.wav"), known)
+    assert {t.speaker for t in turns} == {"A", "B"}
+
+
+# -- the API ----------------------------------------------------------------------------------
+
+
+def transcribe_meeting(client, **kwargs):
+    with audio_path("audio_meeting.wav").open("rb") as f:
+        return client.audio.transcriptions.create(model=MODEL, file=f, **kwargs)
+
+
+def test_diarized_json_matches_openai_shape(diarizer, client, base_url):
+    with audio_path("audio_meeting.wav").open("rb") as f:
+        raw = httpx.post(f"{base_url}/v1/audio/transcriptions",
+                         data={"model": MODEL, "response_format": "diarized_json"},
+                         files={"file": f}, timeout=120)
+    assert raw.status_code == 200, raw.text
+    body = raw.json()
+    assert list(body) == ["text", "segments", "usage", "task", "duration"]
+    assert body["usage"]["type"] == "tokens" and body["task"] == "transcribe"
+    segments = body["segments"]
+    assert [s["id"] for s in segments] == [f"seg_{i}" for i in range(len(segments))]
+    assert all(list(s) == SEGMENT_KEYS and s["type"] == "transcript.text.segment" for s in segments)
+    assert [s["speaker"] for s in segments] == ["A", "B", "A"]
+    assert "diarization" in segments[1]["text"].lower()
+    assert body["text"] == " ".join(s["text"].strip() for s in segments)
+
+
+def test_agent_named_from_reference_clip(diarizer, client):
+    reference = audio_path("audio_agent_reference.wav").read_bytes()
+    result = transcribe_meeting(client, response_format="diarized_json",
+                                known_speaker_names=["agent"],
+                                known_speaker_references=[data_url(reference)])
+    assert [s.speaker for s in result.segments] == ["agent", "A", "agent"]
+
+
+def test_agent_named_from_held_out_reference(diarizer, client):
+    held_out = wav_bytes(cut(load("audio_meeting.wav"), *HELD_OUT))
+    result = transcribe_meeting(client, response_format="diarized_json",
+                                extra_body={"known_speaker_names": ["agent"],
+                                            "known_speaker_references": [data_url(held_out)]})
+    assert [s.speaker for s in result.segments] == ["agent", "A", "agent"]
+
+
+def test_json_and_text_formats(diarizer, client):
+    assert "diarization" in transcribe_meeting(client).text.lower()
+    text = transcribe_meeting(client, response_format="text")
+    assert isinstance(text, str) and text.endswith("\n")
+
+
+def test_stream_sends_segments_then_done(diarizer, client, base_url):
+    stream = transcribe_meeting(client, response_format="diarized_json", stream=True)
+    events = list(stream)
+    kinds = [e.type for e in events]
+    assert kinds == ["transcript.text.segment"] * (len(kinds) - 1) + ["transcript.text.done"]
+    assert [e.speaker for e in events[:-1]] == ["A", "B", "A"]
+    assert events[-1].usage.type == "tokens"
+    with audio_path("audio_meeting.wav").open("rb") as f:
+        raw = httpx.post(f"{base_url}/v1/audio/transcriptions",
+                         data={"model": MODEL, "response_format": "diarized_json", "stream": "true"},
+                         files={"file": f}, timeout=120)
+    assert raw.text.endswith("data: [DONE]\r\n\r\n")
+
+
+def test_words_take_the_speaker_whose_turn_covers_them(diarizer, client):
+    """Native id extension: verbose_json words carry speakers; compare with the RTTM."""
+    with audio_path("phone_call_2spk.wav").open("rb") as f:
+        result = client.audio.transcriptions.create(
+            model=NATIVE, file=f, response_format="verbose_json",
+            timestamp_granularities=["word", "segment"])
+    reference = read_rttm(audio_path("phone_call_2spk.rttm"))
+    votes: dict[tuple[str, str], int] = {}
+    checked = 0
+    for word in result.words:
+        middle = (word.start + word.end) / 2
+        covering = {s for a, b, s in reference if a + 0.2 <= middle <= b - 0.2}
+        if len(covering) == 1:  # inside exactly one reference turn, away from its edges
+            key = (covering.pop(), word.model_extra["speaker"])
+            votes[key] = votes.get(key, 0) + 1
+            checked += 1
+    mapping = {}
+    for (ref, hyp), n in sorted(votes.items(), key=lambda kv: -kv[1]):
+        if ref not in mapping and hyp not in mapping.values():
+            mapping[ref] = hyp
+    agreeing = sum(n for (ref, hyp), n in votes.items() if mapping.get(ref) == hyp)
+    assert checked > 40 and agreeing / checked >= 0.95, votes
+
+
+# -- errors ----------------------------------------------------------------------------------
+
+
+def post(base_url: str, fields: dict, name: str = "audio_meeting.wav") -> httpx.Response:
+    form = {"model": MODEL, **fields}  # list values become repeated fields
+    with audio_path(name).open("rb") as f:
+        return httpx.post(f"{base_url}/v1/audio/transcriptions", data=form,
+                          files={"file": f}, timeout=120)
+
+
+def test_long_audio_needs_chunking_strategy(diarizer, base_url):
+    response = post(base_url, {}, name="two_cities.wav")
+    assert response.status_code == 400
+    assert response.json()["error"] == {
+        "message": "chunking_strategy is required for diarization models",
+        "type": "invalid_request_error", "param": "chunking_strategy", "code": "invalid_value"}
+
+
+@pytest.mark.parametrize("fields,param", [
+    ({"prompt": "hello"}, "prompt"),
+    ({"include[]": "logprobs"}, "include"),
+    ({"timestamp_granularities[]": "word"}, "timestamp_granularities"),
+    ({"response_format": "verbose_json"}, "response_format"),
+])
+def test_unsupported_options_rejected(base_url, fields, param):
+    response = post(base_url, fields)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"] == param
+
+
+def _bad_reference_cases() -> list:
+    meeting = decode_audio(audio_path("audio_meeting.wav").read_bytes())
+    good = data_url(wav_bytes(cut(meeting, *HELD_OUT)))
+    eleven = wav_bytes(np.tile(meeting, 2)[: 11 * SAMPLE_RATE])
+    return [
+        ({"known_speaker_names[]": "agent", "known_speaker_references[]": "not a data url"},
+         "known_speaker_references[0]"),
+        ({"known_speaker_names[]": "agent", "known_speaker_references[]": "data:audio/wav;base64,@@@"},
+         "known_speaker_references[0]"),
+        ({"known_speaker_names[]": "agent",
+          "known_speaker_references[]": data_url(b"this is not audio at all" * 50)},
+         "known_speaker_references[0]"),
+        ({"known_speaker_names[]": "agent",
+          "known_speaker_references[]": data_url(wav_bytes(cut(meeting, 0, 0.8)))},
+         "known_speaker_references[0]"),
+        ({"known_speaker_names[]": "agent", "known_speaker_references[]": data_url(eleven)},
+         "known_speaker_references[0]"),
+        ({"known_speaker_names[]": ["agent", "customer"], "known_speaker_references[]": good},
+         "known_speaker_references"),
+        ({"known_speaker_names[]": [f"s{i}" for i in range(5)],
+          "known_speaker_references[]": [good] * 5}, "known_speaker_names"),
+    ]
+
+
+@pytest.mark.parametrize("case", range(7))
+def test_bad_known_speakers_are_400s(diarizer, base_url, case):
+    fields, param = _bad_reference_cases()[case]
+    response = post(base_url, fields)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["param"] == param and error["type"] == "invalid_request_error"
+
+
+def test_server_keeps_serving_after_bad_input(diarizer, client, base_url):
+    post(base_url, {"known_speaker_names[]": "x", "known_speaker_references[]": "data:,"})
+    assert httpx.get(f"{base_url}/health").json()["status"] == "ok"
+    assert len(transcribe_meeting(client, response_format="diarized_json").segments) == 3
