@@ -2,22 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from functools import partial
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from voxserve.config import Settings
-from voxserve.domain import Task
+from voxserve.domain import Segment, Task
 from voxserve.errors import APIError
 from voxserve.formats.transcript import render_transcript
 from voxserve.languages import normalize_language
 from voxserve.runtime.catalog import Catalog
 from voxserve.runtime.pool import ModelPool
-from voxserve.stt.engine import load_whisper
+from voxserve.stt.engine import DecodeEnd, load_whisper
 from voxserve.stt.request import SpeechToTextRequest
-from voxserve.stt.service import SpeechToText, StreamStart, build_transcript, render_options
+from voxserve.stt.service import SpeechToText, StreamItem, collect, render_options
 
 
 async def run_files(
@@ -57,15 +58,7 @@ async def run_files(
                 if response_format == "verbose_json" else frozenset(),
             )
             try:
-                start, segments = None, []
-                async for item in service.decode(req):
-                    if isinstance(item, StreamStart):
-                        start = item
-                        progress.update(bar, total=item.info.duration)
-                    else:
-                        segments.append(item)
-                        progress.update(bar, completed=item.end)
-                transcript = build_transcript(req, start, segments)
+                transcript = await collect(req, _with_progress(service.decode(req), progress, bar))
             except APIError as exc:
                 progress.console.print(f"[red]{path}: {exc.message}[/red]")
                 failures += 1
@@ -76,3 +69,15 @@ async def run_files(
             progress.update(bar, completed=transcript.duration)
             progress.console.print(f"{path} -> {target}")
     return 1 if failures else 0
+
+
+async def _with_progress(
+    items: AsyncIterator[StreamItem], progress: Progress, bar: TaskID
+) -> AsyncIterator[StreamItem]:
+    """Pass the decoder's items through, moving the bar to each segment's end time."""
+    async for item in items:
+        if isinstance(item, Segment):
+            progress.update(bar, completed=item.end)
+        elif isinstance(item, DecodeEnd):
+            progress.update(bar, total=item.duration, completed=item.duration)
+        yield item

@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     # 0 lets CTranslate2 use every core.
     cpu_threads: int = Field(0, ge=0)
     beam_size: int = Field(5, ge=1, le=20)
+    # Long files are decoded in blocks of at most this many seconds, cut at quiet points, so
+    # memory does not grow with the file's length.
+    block_seconds: float = Field(600.0, ge=30.0)
 
     # Models: the default speech-to-text model, OpenAI aliases and extra model sources.
     stt_default_model: str = "whisper-base"

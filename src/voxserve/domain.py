@@ -39,6 +39,7 @@ class Segment:
     no_speech_prob: float = 0.0
     words: tuple[Word, ...] = ()
     speaker: str | None = None  # set by diarization
+    logprobs: tuple[TokenLogprob, ...] = ()  # filled only when asked for
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,8 @@ class Transcript:
     duration: float  # seconds of input audio
     segments: tuple[Segment, ...]
     language_probability: float = 1.0
+    # The detector's top languages (code, probability), when the language was detected.
+    language_probabilities: tuple[tuple[str, float], ...] = ()
     text_tokens_in: int = 0  # prompt tokens, for token-style usage
     output_tokens: int = 0
 
@@ -58,6 +61,10 @@ class Transcript:
     @property
     def words(self) -> tuple[Word, ...]:
         return tuple(w for s in self.segments for w in s.words)
+
+    @property
+    def logprobs(self) -> tuple[TokenLogprob, ...]:
+        return tuple(p for s in self.segments for p in s.logprobs)
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 
 from fastapi import APIRouter, Request
@@ -12,23 +12,32 @@ from starlette.responses import Response
 
 from voxserve.api.forms import FormReader, parse_number
 from voxserve.api.sse import DONE, sse_error, sse_event, sse_response
-from voxserve.diarize import http as diarize_http
 from voxserve.diarize.params import DiarizeParams
 from voxserve.diarize.wiring import is_diarization_model
 from voxserve.domain import Segment, Task
 from voxserve.errors import APIError, model_not_found, server_error
-from voxserve.formats.transcript import render_transcript
+from voxserve.formats.transcript import (
+    diarized_segment_object,
+    logprob_objects,
+    render_transcript,
+)
 from voxserve.languages import normalize_language
-from voxserve.stt.engine import VadSettings
+from voxserve.stt.engine import DecodeEnd, VadSettings
 from voxserve.stt.request import SpeechToTextRequest
-from voxserve.stt.service import StreamStart, build_transcript, render_options, tokens_usage
+from voxserve.stt.service import (
+    StreamItem,
+    StreamStart,
+    build_transcript,
+    render_options,
+    tokens_usage,
+)
 
 log = logging.getLogger("voxserve.api")
 
 router = APIRouter()
 
 GRANULARITIES = {"word", "segment"}
-INCLUDABLE = {"logprobs"}
+INCLUDABLE = {"logprobs", "language_probabilities"}  # the second: extension
 
 
 @router.post("/v1/audio/transcriptions")
@@ -42,33 +51,58 @@ async def create_translation(request: Request) -> Response:
 
 
 async def _speech_to_text(request: Request, task: Task) -> Response:
-    stt_request = await read_speech_to_text_request(request, task)
-    if is_diarization_model(stt_request.model.spec):
-        return await diarize_http.respond(request.app.state.diarized_stt, stt_request)
-    service = request.app.state.stt
-    if stt_request.wants_stream:
-        events = service.decode(stt_request)
-        start = await anext(events)  # errors up to here are plain HTTP errors
-        return sse_response(_transcript_events(stt_request, start, events))
-    transcript = await service.transcribe(stt_request)
-    rendered = render_transcript(
-        transcript, stt_request.response_format, render_options(stt_request, transcript)
-    )
+    req = await read_speech_to_text_request(request, task)
+    diarized = is_diarization_model(req.model.spec)
+    service = request.app.state.diarized_stt if diarized else request.app.state.stt
+    if req.wants_stream:
+        items = service.decode(req)
+        start = await anext(items)  # errors up to here are plain HTTP errors
+        # OpenAI streams diarization as whole speaker segments, everything else as deltas.
+        event = diarized_segment_object if diarized else delta_event(req)
+        return sse_response(transcript_events(req, start, items, event))
+    transcript = await service.transcribe(req)
+    rendered = render_transcript(transcript, req.response_format, render_options(req, transcript))
     return Response(rendered.body, media_type=rendered.content_type)
 
 
-async def _transcript_events(
-    req: SpeechToTextRequest, start: StreamStart, segments: AsyncIterator[Segment]
+def delta_event(req: SpeechToTextRequest) -> Callable[[Segment], dict | None]:
+    """`transcript.text.delta` per segment; the first loses Whisper's leading space so the
+    deltas join into exactly the final text."""
+    first = True
+
+    def event(segment: Segment) -> dict | None:
+        nonlocal first
+        text = segment.text.lstrip() if first else segment.text
+        first = False
+        if not text:
+            return None
+        payload: dict = {"type": "transcript.text.delta", "delta": text}
+        if req.include_logprobs:
+            payload["logprobs"] = logprob_objects(segment.logprobs)
+        return payload
+
+    return event
+
+
+async def transcript_events(
+    req: SpeechToTextRequest,
+    start: StreamStart,
+    items: AsyncIterator[StreamItem],
+    segment_event: Callable[[Segment], dict | None],
 ) -> AsyncIterator[bytes]:
-    collected: list[Segment] = []
+    segments: list[Segment] = []
+    duration = 0.0
     try:
         # aclosing: a client that goes away closes the decoder too, which stops the worker.
-        async with aclosing(segments):
-            async for segment in segments:
-                text = segment.text.lstrip() if not collected else segment.text
-                collected.append(segment)
-                if text:
-                    yield sse_event({"type": "transcript.text.delta", "delta": text})
+        async with aclosing(items):
+            async for item in items:
+                if isinstance(item, DecodeEnd):
+                    duration = item.duration
+                    continue
+                segments.append(item)
+                payload = segment_event(item)
+                if payload is not None:
+                    yield sse_event(payload)
     except APIError as exc:
         yield sse_error(exc)
         return
@@ -76,10 +110,12 @@ async def _transcript_events(
         log.exception("transcription stream failed")
         yield sse_error(server_error())
         return
-    transcript = build_transcript(req, start, collected)
-    yield sse_event(
-        {"type": "transcript.text.done", "text": transcript.text, "usage": tokens_usage(transcript)}
-    )
+    transcript = build_transcript(req, start, segments, duration)
+    done: dict = {"type": "transcript.text.done", "text": transcript.text}
+    if req.include_logprobs:
+        done["logprobs"] = logprob_objects(transcript.logprobs)
+    done["usage"] = tokens_usage(transcript)
+    yield sse_event(done)
     yield DONE
 
 
@@ -159,7 +195,8 @@ async def read_speech_to_text_request(request: Request, task: Task) -> SpeechToT
         unknown = include - INCLUDABLE
         if unknown:
             raise APIError(
-                f"Invalid value: '{sorted(unknown)[0]}'. Supported values are: 'logprobs'.",
+                f"Invalid value: '{sorted(unknown)[0]}'. Supported values are: 'logprobs' "
+                "and 'language_probabilities'.",
                 param="include",
                 code="invalid_value",
             )
@@ -177,10 +214,40 @@ async def read_speech_to_text_request(request: Request, task: Task) -> SpeechToT
         temperature=reader.number("temperature", 0.0, 1.0),
         timestamp_granularities=frozenset(granularities),
         include_logprobs="logprobs" in include,
+        include_language_probabilities="language_probabilities" in include,
         stream=stream,
         vad=vad,
         diarize=diarize,
+        extra=read_decoder_extensions(reader),
     )
+
+
+def read_decoder_extensions(reader: FormReader) -> dict:
+    """voxserve's per-request decoder settings (faster-whisper's own knobs), validated like
+    OpenAI's fields; only the ones a client sends are returned."""
+    values: dict = {
+        "vad_filter": reader.boolean("vad_filter"),
+        "condition_on_previous_text": reader.boolean("condition_on_previous_text"),
+        "no_speech_threshold": reader.number("no_speech_threshold", 0.0, 1.0),
+        "hallucination_silence_threshold": reader.number(
+            "hallucination_silence_threshold", 0.0, 60.0
+        ),
+        "hotwords": reader.text("hotwords") or None,
+    }
+    beam_size = reader.number("beam_size", 1, 20)
+    if beam_size is not None:
+        if not float(beam_size).is_integer():
+            raise APIError(
+                f"Invalid 'beam_size': expected an integer, but got {beam_size} instead.",
+                param="beam_size",
+                code="invalid_type",
+            )
+        values["beam_size"] = int(beam_size)
+    if values["hotwords"] is not None and len(values["hotwords"]) > 1000:
+        raise APIError(
+            "Invalid 'hotwords': at most 1000 characters.", param="hotwords", code="invalid_value"
+        )
+    return {k: v for k, v in values.items() if v is not None}
 
 
 def read_diarize_params(reader: FormReader) -> DiarizeParams:

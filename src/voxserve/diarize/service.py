@@ -11,43 +11,37 @@ from dataclasses import replace
 import anyio
 import numpy as np
 
+from voxserve.audio.blocks import AudioBlock
 from voxserve.audio.decode import SAMPLE_RATE, decode_audio
 from voxserve.config import Settings
 from voxserve.diarize.assign import split_by_speaker
 from voxserve.diarize.pipeline import Diarizer, KnownSpeaker, Turn
 from voxserve.diarize.references import ReferenceAudio, check_known_speakers, decode_references
-from voxserve.domain import Segment, Transcript
 from voxserve.errors import APIError
 from voxserve.runtime.catalog import Catalog, ModelSpec
 from voxserve.runtime.pool import ModelPool
 from voxserve.runtime.threads import iterate_in_thread
+from voxserve.stt.engine import DecodeEnd, DecodeInfo
 from voxserve.stt.request import SpeechToTextRequest, check_against_profile
 from voxserve.stt.service import (
-    StreamStart, _with_duration, build_transcript, check_language_support, decode_options,
+    StreamItem,
+    StreamStart,
+    TranscriptionService,
+    check_language_support,
+    decode_options,
 )
 
 # OpenAI: "chunking_strategy is required for diarization models" above 30 s.
 CHUNKING_REQUIRED_SECONDS = 30.0
 
 
-class DiarizedSpeechToText:
+class DiarizedSpeechToText(TranscriptionService):
     def __init__(self, settings: Settings, pool: ModelPool, catalog: Catalog) -> None:
         self._settings = settings
         self._pool = pool
         self._catalog = catalog
 
-    async def transcribe(self, req: SpeechToTextRequest) -> Transcript:
-        segments: list[Segment] = []
-        start: StreamStart | None = None
-        async for item in self.decode(req):
-            if isinstance(item, StreamStart):
-                start = item
-            else:
-                segments.append(item)
-        assert start is not None
-        return build_transcript(req, start, segments)
-
-    async def decode(self, req: SpeechToTextRequest) -> AsyncIterator[StreamStart | Segment]:
+    async def decode(self, req: SpeechToTextRequest) -> AsyncIterator[StreamItem]:
         """A StreamStart, then speaker segments. Every check that can fail with a 400 runs
         before the StreamStart (a stream can still answer with a plain HTTP error)."""
         check_against_profile(req)
@@ -68,15 +62,16 @@ class DiarizedSpeechToText:
             ))
             try:
                 def run():
-                    segments, info = engine.transcribe(audio, options)
-                    yield StreamStart(_with_duration(info, audio), engine)
-                    yield from segments
+                    # The diarizer needs the whole file anyway: one block.
+                    blocks = [AudioBlock(0, audio, last=True)]
+                    for item in engine.transcribe(blocks, options):
+                        yield StreamStart(item, engine) if isinstance(item, DecodeInfo) else item
 
                 next_id = 0
                 previous: str | None = None
                 turns: list[Turn] | None = None
                 async for item in iterate_in_thread(run):
-                    if isinstance(item, StreamStart):
+                    if isinstance(item, (StreamStart, DecodeEnd)):
                         yield item
                         continue
                     if turns is None:

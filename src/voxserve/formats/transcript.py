@@ -10,12 +10,13 @@ from __future__ import annotations
 import json
 import math
 import unicodedata
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from voxserve.domain import Segment, Transcript, Word
+from voxserve.domain import Segment, TokenLogprob, Transcript, Word
 from voxserve.languages import language_name
 
 JSON_CONTENT_TYPE = "application/json"
@@ -131,16 +132,13 @@ def word_objects(words: tuple[Word, ...]) -> list[dict]:
     return out
 
 
-def logprob_objects(words: tuple[Word, ...]) -> list[dict]:
-    """Per-token log-probabilities; the unit is Whisper's word (its tokens' mean probability)."""
-    return [
-        {
-            "token": w.word,
-            "logprob": math.log(max(w.probability, 1e-12)),
-            "bytes": list(w.word.encode()),
-        }
-        for w in words
-    ]
+def logprob_objects(logprobs: Iterable[TokenLogprob]) -> list[dict]:
+    return [{"token": p.token, "logprob": p.logprob, "bytes": list(p.bytes)} for p in logprobs]
+
+
+def language_probability_objects(transcript: Transcript) -> list[dict]:
+    """voxserve extension: the language detector's top candidates."""
+    return [{"language": code, "probability": f32(p)} for code, p in transcript.language_probabilities]
 
 
 @dataclass(frozen=True)
@@ -151,6 +149,7 @@ class RenderOptions:
     segments: bool = True  # verbose_json: include `segments`
     words: bool = False  # verbose_json: include `words`
     logprobs: bool = False  # json: include `logprobs`
+    language_probabilities: bool = False  # extension: include the detector's candidates
 
 
 def render_transcript(transcript: Transcript, response_format: str, opts: RenderOptions) -> Rendered:
@@ -170,6 +169,8 @@ def render_transcript(transcript: Transcript, response_format: str, opts: Render
             obj["segments"] = [segment_object(s) for s in transcript.segments]
         if opts.words:
             obj["words"] = word_objects(transcript.words)
+        if opts.language_probabilities:
+            obj["language_probabilities"] = language_probability_objects(transcript)
     elif response_format == "diarized_json":
         # OpenAI's wire order (text, segments, usage), then the two keys its SDK model
         # requires but its server omits (contract §2.3.3).
@@ -185,7 +186,9 @@ def render_transcript(transcript: Transcript, response_format: str, opts: Render
     else:
         obj = {"text": transcript.text}
         if opts.logprobs:
-            obj["logprobs"] = logprob_objects(transcript.words)
+            obj["logprobs"] = logprob_objects(transcript.logprobs)
+        if opts.language_probabilities:
+            obj["language_probabilities"] = language_probability_objects(transcript)
     if opts.usage is not None:
         obj["usage"] = opts.usage
     return Rendered(compact_json(obj), JSON_CONTENT_TYPE)

@@ -1,23 +1,39 @@
 """The Whisper engine: faster-whisper/CTranslate2 behind a small interface that speaks in
-domain records. Nothing from faster-whisper is visible above this module."""
+domain records. Nothing from faster-whisper is visible above this module.
+
+Audio arrives as bounded blocks (see audio/blocks.py); each block is decoded as faster-whisper
+decodes a file (sequential 30 s windows, Whisper's heuristics), or, with a chunking strategy,
+as VAD chunks decoded in batches. Segment and word times are shifted by the block's start, so
+they are absolute in the original file.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+import math
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from voxserve.audio.blocks import AudioBlock
+from voxserve.audio.decode import MIN_SECONDS, SAMPLE_RATE
 from voxserve.config import Settings
-from voxserve.domain import Segment, Task, Word
+from voxserve.domain import Segment, Task, TokenLogprob, Word
+from voxserve.errors import audio_too_short
 from voxserve.runtime.catalog import ModelSpec
 from voxserve.runtime.store import resolve_whisper_source
+from voxserve.stt.tokens import token_bytes
 
 log = logging.getLogger("voxserve.stt")
 
 # Whisper's temperature fallback: start greedy, retry hotter when a window looks wrong.
 FALLBACK_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+FRAMES_PER_SECOND = 100  # Whisper's `seek` unit: 10 ms mel frames
+# Up to this many 30 s windows are tried when the first ones are silent or ambiguous.
+LANGUAGE_DETECTION_WINDOWS = 4
+# Prompt carried from one block into the next, as Whisper carries its previous text.
+CARRIED_PROMPT_CHARS = 400
 
 
 @dataclass(frozen=True)
@@ -34,16 +50,40 @@ class DecodeOptions:
     prompt: str | None = None
     temperatures: tuple[float, ...] = FALLBACK_TEMPERATURES
     word_timestamps: bool = False
+    logprobs: bool = False
     beam_size: int = 5
-    vad: VadSettings | None = None
-    extra: dict = field(default_factory=dict)
+    # `chunking_strategy`: cut at speech pauses by VAD, decode the chunks in batches.
+    chunking: VadSettings | None = None
+    # Documented extensions (faster-whisper's own knobs).
+    vad_filter: bool = False
+    condition_on_previous_text: bool = True
+    no_speech_threshold: float = 0.6
+    hallucination_silence_threshold: float | None = None
+    hotwords: str | None = None
+    batch_size: int = 8
 
 
 @dataclass(frozen=True)
 class DecodeInfo:
+    """What is known before the first segment."""
+
     language: str
     language_probability: float
+    language_probabilities: tuple[tuple[str, float], ...] = ()
+
+
+@dataclass(frozen=True)
+class DecodeEnd:
     duration: float
+
+
+@dataclass
+class _BlockState:
+    language: str | None
+    prompt: str | None
+    next_id: int = 0
+    info: DecodeInfo | None = None
+    extra: dict = field(default_factory=dict)
 
 
 class WhisperEngine:
@@ -63,41 +103,151 @@ class WhisperEngine:
         return len(self._model.hf_tokenizer.encode(text, add_special_tokens=False).ids)
 
     def transcribe(
-        self, audio: np.ndarray, options: DecodeOptions
-    ) -> tuple[Iterator[Segment], DecodeInfo]:
-        """Segments as a lazy iterator (decoding happens while it is consumed) and file info."""
-        vad_parameters = None
-        if options.vad is not None:
-            vad_parameters = {
-                "threshold": options.vad.threshold,
-                "speech_pad_ms": options.vad.prefix_padding_ms,
-                "min_silence_duration_ms": options.vad.silence_duration_ms,
-            }
-        segments, info = self._model.transcribe(
-            audio,
+        self, blocks: Iterable[AudioBlock], options: DecodeOptions
+    ) -> Iterator[DecodeInfo | Segment | DecodeEnd]:
+        """A DecodeInfo once the language is known, the segments as they are decoded, then
+        a DecodeEnd with the file's duration. Lazy: decoding happens while it is consumed."""
+        state = _BlockState(language=options.language if self.multilingual else "en",
+                            prompt=options.prompt)
+        end = 0
+        for block in blocks:
+            end = block.start + block.samples.size
+            if state.info is None:
+                if block.last and block.samples.size < MIN_SECONDS * SAMPLE_RATE:
+                    raise audio_too_short()
+                state.info = self._identify_language(block.samples, state.language)
+                state.language = state.info.language
+                yield state.info
+            if block.samples.size < MIN_SECONDS * SAMPLE_RATE:
+                continue
+            yield from self._transcribe_block(block, options, state)
+        yield DecodeEnd(end / SAMPLE_RATE)
+
+    def _identify_language(self, samples: np.ndarray, given: str | None) -> DecodeInfo:
+        if given is not None:
+            return DecodeInfo(given, 1.0)
+        from faster_whisper.vad import get_speech_timestamps
+
+        # Skip silence so a quiet intro does not decide the language; fall back to the raw
+        # audio when the VAD hears nothing at all.
+        head = samples[: LANGUAGE_DETECTION_WINDOWS * 30 * SAMPLE_RATE]
+        speech = get_speech_timestamps(head)
+        if speech:
+            head = np.concatenate([head[s["start"] : s["end"]] for s in speech])
+        language, probability, all_probs = self._model.detect_language(
+            audio=head, language_detection_segments=LANGUAGE_DETECTION_WINDOWS,
+            language_detection_threshold=0.5,
+        )
+        top = tuple((code, float(p)) for code, p in all_probs[:10])
+        return DecodeInfo(language, float(probability), top)
+
+    def _transcribe_block(
+        self, block: AudioBlock, options: DecodeOptions, state: _BlockState
+    ) -> Iterator[Segment]:
+        common = dict(
+            language=state.language,
             task=options.task,
-            language=options.language if self.multilingual else "en",
-            initial_prompt=options.prompt or None,
+            beam_size=options.beam_size,
             temperature=list(options.temperatures),
             word_timestamps=options.word_timestamps,
-            beam_size=options.beam_size,
-            vad_filter=options.vad is not None,
-            vad_parameters=vad_parameters,
-            **options.extra,
+            initial_prompt=state.prompt or None,
+            no_speech_threshold=options.no_speech_threshold,
+            hotwords=options.hotwords,
         )
-        decode_info = DecodeInfo(info.language, float(info.language_probability), info.duration)
-        return (_to_domain(i, s) for i, s in enumerate(segments)), decode_info
+        if options.chunking is not None:
+            from faster_whisper import BatchedInferencePipeline
+
+            segments, _ = BatchedInferencePipeline(self._model).transcribe(
+                block.samples, **common, vad_filter=True,
+                vad_parameters=_vad_parameters(options.chunking),
+                without_timestamps=False, batch_size=options.batch_size,
+            )
+        else:
+            segments, _ = self._model.transcribe(
+                block.samples, **common, vad_filter=options.vad_filter,
+                condition_on_previous_text=options.condition_on_previous_text,
+                hallucination_silence_threshold=options.hallucination_silence_threshold,
+            )
+        gate = _SpeechGate(block.samples)
+        offset = block.start / SAMPLE_RATE
+        texts: list[str] = []
+        for raw in segments:
+            if raw.no_speech_prob > options.no_speech_threshold and not gate.heard(raw.start, raw.end):
+                continue  # Whisper's "You" on silence: no speech by both measures
+            segment = _to_domain(state.next_id, raw, offset)
+            if options.logprobs:
+                segment = replace(segment, logprobs=self._token_logprobs(block, raw, state))
+            state.next_id += 1
+            texts.append(segment.text)
+            yield segment
+        if options.condition_on_previous_text and texts:
+            state.prompt = "".join(texts)[-CARRIED_PROMPT_CHARS:]
+
+    def _token_logprobs(self, block: AudioBlock, raw: object, state: _BlockState) -> tuple:
+        """The decoder's probability of each text token of a segment, by forced alignment
+        of the segment's tokens on its 30 s window (CTranslate2's `align`)."""
+        from faster_whisper.audio import pad_or_trim
+        from faster_whisper.tokenizer import Tokenizer
+
+        tokenizer = Tokenizer(self._model.hf_tokenizer, self.multilingual, task="transcribe",
+                              language=state.language or "en")
+        text_tokens = [t for t in raw.tokens if t < tokenizer.eot]
+        if not text_tokens:
+            return ()
+        window_start = int(raw.seek) * (SAMPLE_RATE // FRAMES_PER_SECOND)
+        window = block.samples[window_start : window_start + 30 * SAMPLE_RATE]
+        features = self._model.feature_extractor(window)
+        encoder_output = self._model.encode(pad_or_trim(features))
+        result = self._model.model.align(
+            encoder_output, tokenizer.sot_sequence, [text_tokens], features.shape[-1]
+        )[0]
+        out = []
+        for token, probability in zip(text_tokens, result.text_token_probs):
+            raw_bytes = token_bytes(self._model.hf_tokenizer, token)
+            out.append(TokenLogprob(raw_bytes.decode("utf-8", errors="replace"),
+                                    math.log(max(float(probability), 1e-12)), tuple(raw_bytes)))
+        return tuple(out)
 
 
-def _to_domain(index: int, seg: object) -> Segment:
+class _SpeechGate:
+    """Silero VAD's view of a block, computed only if a doubtful segment needs it."""
+
+    PADDING = 0.2  # seconds of slack around each speech region
+
+    def __init__(self, samples: np.ndarray) -> None:
+        self._samples = samples
+        self._regions: list[tuple[float, float]] | None = None
+
+    def heard(self, start: float, end: float) -> bool:
+        if self._regions is None:
+            from faster_whisper.vad import get_speech_timestamps
+
+            self._regions = [
+                (r["start"] / SAMPLE_RATE, r["end"] / SAMPLE_RATE)
+                for r in get_speech_timestamps(self._samples)
+            ]
+        pad = self.PADDING
+        return any(s - pad < end and start < e + pad for s, e in self._regions)
+
+
+def _vad_parameters(vad: VadSettings) -> dict:
+    return {
+        "threshold": vad.threshold,
+        "speech_pad_ms": vad.prefix_padding_ms,
+        "min_silence_duration_ms": vad.silence_duration_ms,
+    }
+
+
+def _to_domain(index: int, seg: object, offset: float) -> Segment:
     words = tuple(
-        Word(w.word, float(w.start), float(w.end), float(w.probability)) for w in seg.words or ()
+        Word(w.word, float(w.start) + offset, float(w.end) + offset, float(w.probability))
+        for w in seg.words or ()
     )
     return Segment(
         id=index,
-        seek=int(seg.seek),
-        start=float(seg.start),
-        end=float(seg.end),
+        seek=int(seg.seek) + round(offset * FRAMES_PER_SECOND),
+        start=float(seg.start) + offset,
+        end=float(seg.end) + offset,
         text=seg.text,
         tokens=tuple(int(t) for t in seg.tokens),
         temperature=float(seg.temperature or 0.0),

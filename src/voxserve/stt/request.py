@@ -25,8 +25,10 @@ class SpeechToTextRequest:
     temperature: float | None = None  # None: omitted
     timestamp_granularities: frozenset[str] = frozenset()
     include_logprobs: bool = False
+    include_language_probabilities: bool = False  # extension
     stream: bool = False
     vad: VadSettings | None = None
+    # Per-request decoder settings (documented extensions): DecodeOptions field -> value.
     extra: dict = field(default_factory=dict)
     diarize: DiarizeParams = DiarizeParams()  # read only by diarization models
 
@@ -40,7 +42,7 @@ class SpeechToTextRequest:
 
     @property
     def word_timestamps(self) -> bool:
-        return "word" in self.timestamp_granularities or self.include_logprobs
+        return "word" in self.timestamp_granularities
 
 
 def check_against_profile(req: SpeechToTextRequest) -> None:
@@ -95,6 +97,12 @@ def check_against_profile(req: SpeechToTextRequest) -> None:
                 param="include",
                 code="unsupported_value",
             )
+    if req.include_language_probabilities and req.response_format not in ("json", "verbose_json"):
+        raise APIError(
+            "include[]=language_probabilities needs response_format 'json' or 'verbose_json'.",
+            param="include",
+            code="unsupported_value",
+        )
 
 
 def unknown_response_format(value: str) -> APIError:

@@ -1,6 +1,6 @@
 """The speech-to-text pipeline, one for transcription and translation (the task is a flag):
-decode the upload, get the loaded model, check what only the model can tell (is it
-English-only?), decode speech lazily, and build the Transcript."""
+open the upload, get the loaded model, check what only the model can tell (is it
+English-only?), decode speech lazily block by block, and build the Transcript."""
 
 from __future__ import annotations
 
@@ -8,20 +8,28 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 
 import anyio
-import numpy as np
 
-from voxserve.audio.decode import SAMPLE_RATE, decode_audio
+from voxserve.audio.blocks import cut_blocks
+from voxserve.audio.decode import SAMPLE_RATE, open_audio
 from voxserve.config import Settings
 from voxserve.domain import Segment, Transcript
 from voxserve.errors import APIError
 from voxserve.formats.transcript import RenderOptions, duration_usage
 from voxserve.runtime.pool import ModelPool
 from voxserve.runtime.threads import iterate_in_thread
-from voxserve.stt.engine import FALLBACK_TEMPERATURES, DecodeInfo, DecodeOptions, WhisperEngine
+from voxserve.stt.engine import (
+    FALLBACK_TEMPERATURES,
+    DecodeEnd,
+    DecodeInfo,
+    DecodeOptions,
+    WhisperEngine,
+)
 from voxserve.stt.request import SpeechToTextRequest, check_against_profile
 
 # gpt-4o models count audio as about ten tokens a second (1.7 s -> 17 tokens in OpenAI's usage).
 AUDIO_TOKENS_PER_SECOND = 10
+# Where a block may be cut, counted back from its limit: long enough to always hold a pause.
+BLOCK_SEARCH_SECONDS = 10
 
 
 @dataclass(frozen=True)
@@ -32,48 +40,63 @@ class StreamStart:
     engine: WhisperEngine
 
 
-class SpeechToText:
+StreamItem = StreamStart | Segment | DecodeEnd
+
+
+class TranscriptionService:
+    """What every speech-to-text service offers: a stream of items, or the whole Transcript."""
+
+    def decode(self, req: SpeechToTextRequest) -> AsyncIterator[StreamItem]:
+        raise NotImplementedError
+
+    async def transcribe(self, req: SpeechToTextRequest) -> Transcript:
+        return await collect(req, self.decode(req))
+
+
+class SpeechToText(TranscriptionService):
     def __init__(self, settings: Settings, pool: ModelPool) -> None:
         self._settings = settings
         self._pool = pool
 
-    async def transcribe(self, req: SpeechToTextRequest) -> Transcript:
-        """The whole transcript, for the non-streaming formats."""
-        segments: list[Segment] = []
-        start: StreamStart | None = None
-        async for item in self.decode(req):
-            if isinstance(item, StreamStart):
-                start = item
-            else:
-                segments.append(item)
-        assert start is not None
-        return build_transcript(req, start, segments)
+    async def decode(self, req: SpeechToTextRequest) -> AsyncIterator[StreamItem]:
+        """A StreamStart, then segments as the engine finishes each one, then a DecodeEnd.
 
-    async def decode(self, req: SpeechToTextRequest) -> AsyncIterator[StreamStart | Segment]:
-        """A StreamStart, then segments as the engine finishes each one.
-
-        Every check that can fail runs before the StreamStart is yielded, so a caller that
-        streams can still answer with a plain HTTP error until then.
+        Every check that can fail on the request or the file's start runs before the
+        StreamStart is yielded, so a caller that streams can still answer with a plain HTTP
+        error until then.
         """
         check_against_profile(req)
-        audio = await anyio.to_thread.run_sync(
-            decode_audio, req.audio, self._settings.max_audio_seconds
+        opened = await anyio.to_thread.run_sync(
+            open_audio, req.audio, self._settings.max_audio_seconds
         )
         async with self._pool.use(req.model.spec) as engine:
             check_language_support(req, engine)
             options = decode_options(req, self._settings)
+            block = int(self._settings.block_seconds * SAMPLE_RATE)
+            search = min(block // 2, BLOCK_SEARCH_SECONDS * SAMPLE_RATE)
 
             def run():
-                segments, info = engine.transcribe(audio, options)
-                yield StreamStart(_with_duration(info, audio), engine)
-                yield from segments
+                blocks = cut_blocks(opened.chunks(), block, search)
+                for item in engine.transcribe(blocks, options):
+                    yield StreamStart(item, engine) if isinstance(item, DecodeInfo) else item
 
             async for item in iterate_in_thread(run):
                 yield item
 
 
-def _with_duration(info: DecodeInfo, audio: np.ndarray) -> DecodeInfo:
-    return DecodeInfo(info.language, info.language_probability, audio.size / SAMPLE_RATE)
+async def collect(req: SpeechToTextRequest, items: AsyncIterator[StreamItem]) -> Transcript:
+    start: StreamStart | None = None
+    segments: list[Segment] = []
+    duration = 0.0
+    async for item in items:
+        if isinstance(item, StreamStart):
+            start = item
+        elif isinstance(item, DecodeEnd):
+            duration = item.duration
+        else:
+            segments.append(item)
+    assert start is not None
+    return build_transcript(req, start, segments, duration)
 
 
 def check_language_support(req: SpeechToTextRequest, engine: WhisperEngine) -> None:
@@ -97,31 +120,35 @@ def check_language_support(req: SpeechToTextRequest, engine: WhisperEngine) -> N
 
 def decode_options(req: SpeechToTextRequest, settings: Settings) -> DecodeOptions:
     # Omitted or 0 means Whisper's fallback ladder; any other value is used as given.
-    if not req.temperature:
-        temperatures = FALLBACK_TEMPERATURES
-    else:
-        temperatures = (req.temperature,)
-    return DecodeOptions(
+    temperatures = (req.temperature,) if req.temperature else FALLBACK_TEMPERATURES
+    options = DecodeOptions(
         task=req.task,
         language=req.language,
         prompt=req.prompt,
         temperatures=temperatures,
         word_timestamps=req.word_timestamps,
+        logprobs=req.include_logprobs,
         beam_size=settings.beam_size,
-        vad=req.vad,
-        extra=dict(req.extra),
+        chunking=req.vad,
     )
+    # Per-request extensions (validated by the API layer) override the server's defaults.
+    options = replace(options, **req.extra)
+    if options.hallucination_silence_threshold is not None:
+        # faster-whisper measures silences from word times.
+        options = replace(options, word_timestamps=True)
+    return options
 
 
 def build_transcript(
-    req: SpeechToTextRequest, start: StreamStart, segments: list[Segment]
+    req: SpeechToTextRequest, start: StreamStart, segments: list[Segment], duration: float
 ) -> Transcript:
     transcript = Transcript(
         task=req.task,
         language="en" if req.task == "translate" else start.info.language,
-        duration=start.info.duration,
+        duration=duration,
         segments=tuple(segments),
         language_probability=start.info.language_probability,
+        language_probabilities=start.info.language_probabilities,
         text_tokens_in=start.engine.count_tokens(req.prompt or ""),
     )
     return replace(transcript, output_tokens=start.engine.count_tokens(transcript.text))
@@ -156,4 +183,5 @@ def render_options(req: SpeechToTextRequest, transcript: Transcript) -> RenderOp
         segments="segment" in granularities,
         words="word" in granularities,
         logprobs=req.include_logprobs,
+        language_probabilities=req.include_language_probabilities,
     )
