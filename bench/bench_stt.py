@@ -1,10 +1,14 @@
-"""Speech-to-text benchmark: voxserve over HTTP versus bare faster-whisper in-process.
+"""Speech-to-text benchmark: voxserve over HTTP versus bare faster-whisper.
 
     python bench/bench_stt.py [--model whisper-base] [--concurrency 1 4] [--long-minutes 5]
+    python bench/bench_stt.py --streaming 10 60      # long-input entry: streamed files
 
 Workloads: the short English clips of tests/fixtures/audio (one request each), and one long
 file made by joining them with silences. The server runs as a subprocess on a loopback port;
-its peak RSS is read from /proc. Prints a table and, last, one JSON line.
+its peak RSS is read from /proc. With --streaming, each long file is sent with stream=true to
+a fresh server (first-delta latency, real-time factor, peak RSS) and given to bare
+faster-whisper in a process of its own (time, peak RSS). Prints a table and, last, one JSON
+line.
 """
 
 from __future__ import annotations
@@ -13,7 +17,6 @@ import argparse
 import io
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -139,16 +142,89 @@ def summarize(jobs, latencies, wall, errors) -> dict:
     }
 
 
+BARE_SCRIPT = """
+import resource, sys, time
+from faster_whisper import WhisperModel
+model = WhisperModel(sys.argv[1], device="cpu", compute_type="int8", cpu_threads=int(sys.argv[3]))
+started = time.perf_counter()
+segments, _ = model.transcribe(sys.argv[2], language="en", beam_size=5)
+words = sum(len(s.text.split()) for s in segments)
+print(time.perf_counter() - started, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, words)
+"""
+
+
+def run_bare_process(model_dir: str, path: Path, threads: int) -> dict:
+    """Bare faster-whisper on a file, in its own process so its peak RSS is its own."""
+    out = subprocess.run(
+        [sys.executable, "-c", BARE_SCRIPT, model_dir, str(path), str(threads)],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()
+    return {"wall_s": round(float(out[0]), 2), "peak_rss_mb": round(float(out[1])), "words": int(out[2])}
+
+
+def run_streaming(server: Server, model: str, data: bytes) -> dict:
+    """One streamed transcription: seconds to the first delta and to the end."""
+    started = time.perf_counter()
+    first = None
+    deltas = 0
+    with httpx.stream("POST", f"{server.url}/v1/audio/transcriptions",
+                      files={"file": ("long.wav", data)},
+                      data={"model": model, "language": "en", "stream": "true"},
+                      timeout=7200) as response:
+        for line in response.iter_lines():
+            if line.startswith('data: {"type":"transcript.text.delta"'):
+                deltas += 1
+                first = first or time.perf_counter() - started
+    return {"first_delta_s": round(first or float("nan"), 2),
+            "wall_s": round(time.perf_counter() - started, 2), "deltas": deltas}
+
+
+def streaming_main(args, model_dir: str) -> None:
+    rows = {}
+    tmp = ROOT / ".cache" / "bench"
+    tmp.mkdir(parents=True, exist_ok=True)
+    for minutes in args.streaming:
+        data, seconds = long_file(minutes)
+        path = tmp / f"long_{minutes:g}min.wav"
+        path.write_bytes(data)
+        bare = run_bare_process(model_dir, path, args.threads)
+        server = Server(args.model, args.threads)
+        try:
+            run_http(server.url, short_clips()[:1], 1)  # load the model before timing
+            ours = run_streaming(server, args.model, data)
+            ours["peak_rss_mb"] = round(server.peak_rss_mb())
+        finally:
+            server.close()
+        rows[f"{minutes:g} min"] = {
+            "audio_s": round(seconds, 1),
+            "voxserve": {**ours, "rtf": round(ours["wall_s"] / seconds, 4)},
+            "bare": {**bare, "rtf": round(bare["wall_s"] / seconds, 4)},
+        }
+    print(f"model {args.model}, int8, {args.threads} threads, beam 5, {os.cpu_count()} cores")
+    print(f"{'input':<10}{'audio s':>9}{'RTF':>8}{'bare RTF':>10}{'first delta s':>15}"
+          f"{'RSS MB':>8}{'bare RSS':>10}")
+    for name, r in rows.items():
+        print(f"{name:<10}{r['audio_s']:>9}{r['voxserve']['rtf']:>8}{r['bare']['rtf']:>10}"
+              f"{r['voxserve']['first_delta_s']:>15}{r['voxserve']['peak_rss_mb']:>8}"
+              f"{r['bare']['peak_rss_mb']:>10}")
+    print(json.dumps({"model": args.model, "threads": args.threads, "streaming": rows}))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="whisper-base")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--long-minutes", type=float, default=5.0)
+    parser.add_argument("--streaming", type=float, nargs="*", metavar="MINUTES",
+                        help="instead: stream long files of these lengths (e.g. 10 60)")
     args = parser.parse_args()
 
     settings = Settings()
     model_dir, _ = resolve_whisper_source(Catalog(settings).spec(args.model).source, settings.cache_dir)
+    if args.streaming:
+        streaming_main(args, model_dir)
+        return
     clips = short_clips()
     long_data, long_seconds = long_file(args.long_minutes)
     long_job = [("long.wav", long_data, long_seconds)]

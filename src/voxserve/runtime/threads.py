@@ -15,6 +15,20 @@ from typing import TypeVar
 T = TypeVar("T")
 
 _END = object()
+_active = 0
+_active_lock = threading.Lock()
+
+
+def active_workers() -> int:
+    """Worker threads still producing items (reported by /health; a test watches it drop to
+    zero after a client disconnects)."""
+    return _active
+
+
+def _count(delta: int) -> None:
+    global _active
+    with _active_lock:
+        _active += delta
 
 
 async def iterate_in_thread(make_iterator: Callable[[], Iterator[T]]) -> AsyncIterator[T]:
@@ -23,6 +37,7 @@ async def iterate_in_thread(make_iterator: Callable[[], Iterator[T]]) -> AsyncIt
     cancelled = threading.Event()
 
     def produce() -> None:
+        _count(+1)
         try:
             iterator = make_iterator()
             for item in iterator:
@@ -35,6 +50,8 @@ async def iterate_in_thread(make_iterator: Callable[[], Iterator[T]]) -> AsyncIt
             loop.call_soon_threadsafe(queue.put_nowait, (True, _END))
         except BaseException as exc:  # handed to the consumer, raised there
             loop.call_soon_threadsafe(queue.put_nowait, (False, exc))
+        finally:
+            _count(-1)
 
     worker = loop.run_in_executor(None, produce)
     try:

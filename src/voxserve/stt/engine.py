@@ -2,8 +2,8 @@
 domain records. Nothing from faster-whisper is visible above this module.
 
 Audio arrives as bounded blocks (see audio/blocks.py); each block is decoded as faster-whisper
-decodes a file (sequential 30 s windows, Whisper's heuristics), or, with a chunking strategy,
-as VAD chunks decoded in batches. Segment and word times are shifted by the block's start, so
+decodes a file (sequential 30 s windows, Whisper's heuristics), with a chunking strategy first
+cut into speech chunks by Silero VAD. Segment and word times are shifted by the block's start, so
 they are absolute in the original file.
 """
 
@@ -52,7 +52,7 @@ class DecodeOptions:
     word_timestamps: bool = False
     logprobs: bool = False
     beam_size: int = 5
-    # `chunking_strategy`: cut at speech pauses by VAD, decode the chunks in batches.
+    # `chunking_strategy`: cut at speech pauses by VAD before decoding.
     chunking: VadSettings | None = None
     # Documented extensions (faster-whisper's own knobs).
     vad_filter: bool = False
@@ -60,7 +60,6 @@ class DecodeOptions:
     no_speech_threshold: float = 0.6
     hallucination_silence_threshold: float | None = None
     hotwords: str | None = None
-    batch_size: int = 8
 
 
 @dataclass(frozen=True)
@@ -154,27 +153,25 @@ class WhisperEngine:
             no_speech_threshold=options.no_speech_threshold,
             hotwords=options.hotwords,
         )
-        if options.chunking is not None:
-            from faster_whisper import BatchedInferencePipeline
-
-            segments, _ = BatchedInferencePipeline(self._model).transcribe(
-                block.samples, **common, vad_filter=True,
-                vad_parameters=_vad_parameters(options.chunking),
-                without_timestamps=False, batch_size=options.batch_size,
-            )
-        else:
-            segments, _ = self._model.transcribe(
-                block.samples, **common, vad_filter=options.vad_filter,
-                condition_on_previous_text=options.condition_on_previous_text,
-                hallucination_silence_threshold=options.hallucination_silence_threshold,
-            )
+        # With a chunking strategy the block is cut at speech pauses by Silero VAD (the
+        # request's threshold, padding and silence) and the chunks decoded in order with
+        # Whisper's context carried between them. faster-whisper's batched pipeline was
+        # tried here and dropped whole utterances on short clips (its known quality issue).
+        vad = options.chunking
+        segments, _ = self._model.transcribe(
+            block.samples, **common,
+            vad_filter=vad is not None or options.vad_filter,
+            vad_parameters=_vad_parameters(vad) if vad is not None else None,
+            condition_on_previous_text=options.condition_on_previous_text,
+            hallucination_silence_threshold=options.hallucination_silence_threshold,
+        )
         gate = _SpeechGate(block.samples)
         offset = block.start / SAMPLE_RATE
         texts: list[str] = []
         for raw in segments:
             if raw.no_speech_prob > options.no_speech_threshold and not gate.heard(raw.start, raw.end):
                 continue  # Whisper's "You" on silence: no speech by both measures
-            segment = _to_domain(state.next_id, raw, offset)
+            segment = _snap_to_speech(_to_domain(state.next_id, raw, offset), gate, offset)
             if options.logprobs:
                 segment = replace(segment, logprobs=self._token_logprobs(block, raw, state))
             state.next_id += 1
@@ -210,24 +207,53 @@ class WhisperEngine:
 
 
 class _SpeechGate:
-    """Silero VAD's view of a block, computed only if a doubtful segment needs it."""
+    """Silero VAD's view of a block, computed only when a segment or word needs it."""
 
-    PADDING = 0.2  # seconds of slack around each speech region
+    PADDING = 0.2  # seconds of slack around each speech region when judging a segment
 
     def __init__(self, samples: np.ndarray) -> None:
         self._samples = samples
         self._regions: list[tuple[float, float]] | None = None
 
-    def heard(self, start: float, end: float) -> bool:
+    @property
+    def regions(self) -> list[tuple[float, float]]:
         if self._regions is None:
-            from faster_whisper.vad import get_speech_timestamps
+            from faster_whisper.vad import VadOptions, get_speech_timestamps
 
+            # Tight padding: the onsets are used to correct word start times.
+            options = VadOptions(min_silence_duration_ms=300, speech_pad_ms=100)
             self._regions = [
                 (r["start"] / SAMPLE_RATE, r["end"] / SAMPLE_RATE)
-                for r in get_speech_timestamps(self._samples)
+                for r in get_speech_timestamps(self._samples, options)
             ]
+        return self._regions
+
+    def heard(self, start: float, end: float) -> bool:
         pad = self.PADDING
-        return any(s - pad < end and start < e + pad for s, e in self._regions)
+        return any(s - pad < end and start < e + pad for s, e in self.regions)
+
+    def snap_start(self, start: float, end: float) -> float:
+        """Whisper's times drift into the silence before speech (DTW word times in long
+        segments; segment starts pinned to a window's start): a word or segment that starts
+        in silence really starts at the next speech onset, if that comes before its end."""
+        for region_start, region_end in self.regions:
+            if region_start <= start < region_end:
+                return start
+            if start < region_start:
+                return region_start if region_start < end else start
+        return start
+
+
+def _snap_to_speech(segment: Segment, gate: _SpeechGate, offset: float) -> Segment:
+    """Word and segment starts moved out of leading silence (VAD is block-relative)."""
+    def snapped(start: float, end: float) -> float:
+        return gate.snap_start(start - offset, end - offset) + offset
+
+    words = tuple(replace(w, start=snapped(w.start, w.end)) for w in segment.words)
+    start = snapped(segment.start, segment.end)
+    if words:
+        start = max(start, words[0].start)
+    return replace(segment, words=words, start=start)
 
 
 def _vad_parameters(vad: VadSettings) -> dict:
