@@ -15,9 +15,8 @@ import av
 import httpx
 import jiwer
 import pytest
-from whisper_normalizer.english import EnglishTextNormalizer
-
 from conftest import LiveServer
+from whisper_normalizer.english import EnglishTextNormalizer
 
 HELLO = "Hello, world! This is a test."
 

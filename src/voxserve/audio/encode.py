@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from fractions import Fraction
 
 import av
 import numpy as np
@@ -125,7 +126,7 @@ class AudioEncoder:
         frame = av.AudioFrame.from_ndarray(np.clip(samples, -1.0, 1.0), format="flt", layout="mono")
         frame.sample_rate = self.input_rate
         frame.pts = self._pts
-        frame.time_base = _time_base(self.input_rate)
+        frame.time_base = Fraction(1, self.input_rate)
         self._pts += samples.shape[1]
         for out in self._resampler.resample(frame):
             self._write(out)
@@ -166,12 +167,6 @@ class AudioEncoder:
             out, self._pending_header = self._pending_header, b""
             return out
         return self._sink.take()
-
-
-def _time_base(rate: int):
-    from fractions import Fraction
-
-    return Fraction(1, rate)
 
 
 def encode_all(samples: np.ndarray, input_rate: int, response_format: str) -> bytes:

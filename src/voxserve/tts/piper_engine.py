@@ -7,6 +7,7 @@ is Piper's length scale, which stretches phoneme durations, so tempo changes and
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +19,10 @@ from voxserve.runtime.store import package_dir
 from voxserve.tts.voices import OPENAI_VOICES
 
 EMBEDDED_VOICE = "joe"
+
+# Piper's espeak-ng bridge keeps process-global state: two threads phonemizing at once get
+# each other's phonemes. Inference itself runs concurrently.
+_PHONEMIZE_LOCK = threading.Lock()
 
 
 class PiperEngine:
@@ -52,8 +57,16 @@ class PiperEngine:
             speaker_id=self._speakers.get(voice),
             length_scale=self._length_scale / speed,
         )
-        for chunk in self._voice.synthesize(text, syn_config=config):
-            yield chunk.audio_float_array
+        with _PHONEMIZE_LOCK:
+            sentences = self._voice.phonemize(text)
+        for phonemes in sentences:
+            if not phonemes:
+                continue
+            ids = self._voice.phonemes_to_ids(phonemes)
+            audio = np.asarray(self._voice.phoneme_ids_to_audio(ids, config), dtype=np.float32)
+            peak = float(np.max(np.abs(audio))) if audio.size else 0.0
+            # Piper's own normalisation: each sentence to full scale (its voices are quiet).
+            yield audio / peak if peak > 1e-8 else np.zeros_like(audio)
 
 
 def load_piper(spec: ModelSpec, settings: Settings) -> PiperEngine:

@@ -18,7 +18,12 @@ MAX_SENTENCE_CHARS = 300
 _CODE_FENCE = re.compile(r"```[^\n]*\n?")
 _IMAGE = re.compile(r"!\[([^\]]*)\]\([^)]*\)")
 _LINK = re.compile(r"\[([^\]]+)\]\([^)]*\)")
-_URL = re.compile(r"\b(?:https?://)?(?:www\.)?([a-z0-9-]+(?:\.[a-z0-9-]+)*\.[a-z]{2,})(?:[/?#][^\s]*)?(?=\s|$|[,;:!?)])", re.IGNORECASE)
+# A URL is read as its host ("example.com"), without scheme, "www." or path.
+_URL = re.compile(
+    r"\b(?:https?://)?(?:www\.)?([a-z0-9-]+(?:\.[a-z0-9-]+)*\.[a-z]{2,})"
+    r"(?:[/?#][^\s]*)?(?=\s|$|[,;:!?)])",
+    re.IGNORECASE,
+)
 _HEADING = re.compile(r"^\s{0,3}#{1,6}\s+", re.MULTILINE)
 _BULLET = re.compile(r"^\s*(?:[-*+]|\d+[.)])\s+", re.MULTILINE)
 _EMPHASIS = re.compile(r"(\*{1,3}|_{2,3}|~~|`+)")

@@ -30,7 +30,9 @@ def quoted_list(values: tuple[str, ...] | list[str]) -> str:
     return ", ".join(quoted[:-1]) + ", and " + quoted[-1]
 
 
-def unsupported_value(param: str, value: object, supported: tuple[str, ...] | list[str]) -> APIError:
+def unsupported_value(
+    param: str, value: object, supported: tuple[str, ...] | list[str]
+) -> APIError:
     return APIError(
         f"Invalid value: '{value}'. Supported values are: {quoted_list(supported)}.",
         param=param,
