@@ -89,7 +89,7 @@ def transcribe(
 
 @cli.command("diarize-setup")
 def diarize_setup(
-    cache_dir: Optional[Path] = typer.Option(None, help="Model cache [env VOXSERVE_CACHE_DIR]"),
+    cache_dir: Path | None = typer.Option(None, help="Model cache [env VOXSERVE_CACHE_DIR]"),
     keep_env: bool = typer.Option(False, help="Keep the torch conversion environment"),
 ) -> None:
     """Convert the diarization models to ONNX once (installs torch into a temporary venv)."""
