@@ -16,7 +16,7 @@ from voxserve.domain import Segment, Transcript
 from voxserve.errors import APIError
 from voxserve.formats.transcript import RenderOptions, duration_usage
 from voxserve.runtime.pool import ModelPool
-from voxserve.runtime.threads import iterate_in_thread
+from voxserve.runtime.scheduler import Scheduler, SchedulerConfig
 from voxserve.stt.engine import FALLBACK_TEMPERATURES, DecodeInfo, DecodeOptions, WhisperEngine
 from voxserve.stt.request import SpeechToTextRequest, check_against_profile
 
@@ -33,9 +33,13 @@ class StreamStart:
 
 
 class SpeechToText:
-    def __init__(self, settings: Settings, pool: ModelPool) -> None:
+    def __init__(
+        self, settings: Settings, pool: ModelPool, scheduler: Scheduler | None = None
+    ) -> None:
         self._settings = settings
         self._pool = pool
+        # The server shares one scheduler (queue, slots, deadline); the CLI needs no limits.
+        self._scheduler = scheduler or Scheduler(pool, SchedulerConfig())
 
     async def transcribe(self, req: SpeechToTextRequest) -> Transcript:
         """The whole transcript, for the non-streaming formats."""
@@ -59,7 +63,9 @@ class SpeechToText:
         audio = await anyio.to_thread.run_sync(
             decode_audio, req.audio, self._settings.max_audio_seconds
         )
-        async with self._pool.use(req.model.spec) as engine:
+        seconds = audio.size / SAMPLE_RATE
+        async with self._scheduler.admit(req.model.spec, audio_seconds=seconds) as lease:
+            engine = lease.engine
             check_language_support(req, engine)
             options = decode_options(req, self._settings)
 
@@ -68,7 +74,7 @@ class SpeechToText:
                 yield StreamStart(_with_duration(info, audio), engine)
                 yield from segments
 
-            async for item in iterate_in_thread(run):
+            async for item in lease.iterate(run):
                 yield item
 
 
