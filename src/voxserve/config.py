@@ -117,7 +117,26 @@ class Settings(BaseSettings):
     # espeak language Kokoro reads the text in ("en-us", "en-gb", "fr-fr", "es", ...).
     kokoro_lang: str = "en-us"
 
-    @field_validator("api_keys", mode="before")
+    # Runtime under load (runtime/scheduler.py, runtime/pool.py; docs/usage.md has the table).
+    # Requests running at once per model; 0 sizes it to the CPU (runtime.scheduler.auto_slots).
+    slots: int = Field(0, ge=0)
+    # Requests waiting per model beyond the slots; past it a request gets 429 at once.
+    max_queue: int = Field(32, ge=0)
+    # Seconds from arrival until a request ends with 504; 0 for no deadline.
+    request_timeout: float = Field(600.0, ge=0)
+    # Reserved for batching across requests: how long a free slot waits to gather a batch.
+    batch_window_ms: float = Field(0.0, ge=0, le=1000)
+    max_batch_size: int = Field(1, ge=1, le=64)
+    # Idle seconds before a model is unloaded, per kind: -1 never, 0 right after use.
+    stt_model_ttl: float = Field(-1.0, ge=-1)
+    tts_model_ttl: float = Field(-1.0, ge=-1)
+    # At most this many models loaded / this many MB of them (0: no limit); LRU idle evicted.
+    max_models: int = Field(0, ge=0)
+    model_memory_mb: int = Field(0, ge=0)
+    # Models (ids or aliases) loaded at start-up and kept; /ready answers 200 once they are.
+    preload: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    @field_validator("api_keys", "preload", mode="before")
     @classmethod
     def _split_keys(cls, value: Any) -> list[str]:
         return _parse_list(value)
