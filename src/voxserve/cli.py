@@ -1,4 +1,4 @@
-"""`voxserve serve | transcribe | models`."""
+"""`voxserve serve | transcribe | speak | models`."""
 
 from __future__ import annotations
 
@@ -101,6 +101,36 @@ def diarize_setup(
     except SetupError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from exc
+
+
+@cli.command()
+def speak(
+    text: str | None = typer.Argument(None, help="Text to read; '-' or nothing reads stdin"),
+    output: Path = typer.Option(..., "-o", "--output", help="Audio file to write"),
+    file: Path | None = typer.Option(None, exists=True, dir_okay=False, help="Read text from"),
+    model: str = typer.Option("tts-1", help="piper, kokoro or an OpenAI name"),
+    voice: str = typer.Option("alloy", help="OpenAI voice name or the engine's own"),
+    speed: float = typer.Option(1.0, help="0.25 to 4.0"),
+    response_format: str | None = typer.Option(
+        None, "--format", help="mp3, opus, aac, flac, wav, pcm (default: from -o, else mp3)"
+    ),
+    instructions: str | None = typer.Option(None, help="Accepted; the engines ignore it"),
+) -> None:
+    """Synthesize speech into a file, as POST /v1/audio/speech would."""
+    from voxserve.cli_speak import format_for, read_text, speak_to_file
+    from voxserve.errors import APIError
+
+    try:
+        asyncio.run(
+            speak_to_file(
+                Settings(), read_text(text, file), output, model=model, voice=voice,
+                speed=speed, response_format=format_for(output, response_format),
+                instructions=instructions,
+            )
+        )
+    except APIError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(1) from None
 
 
 @cli.command("models")

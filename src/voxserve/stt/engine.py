@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 
@@ -22,6 +23,7 @@ from voxserve.config import Settings
 from voxserve.domain import Segment, Task, TokenLogprob, Word
 from voxserve.errors import audio_too_short
 from voxserve.runtime.catalog import ModelSpec
+from voxserve.runtime.scheduler import slots_for
 from voxserve.runtime.store import resolve_whisper_source
 from voxserve.stt.tokens import token_bytes
 
@@ -294,11 +296,16 @@ def load_whisper(spec: ModelSpec, settings: Settings) -> WhisperEngine:
         import ctranslate2
 
         device = "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
+    # One CTranslate2 worker per scheduler slot, so the slots run in parallel; with
+    # cpu_threads=0 the cores are shared out between the workers instead of each taking all.
+    workers = slots_for(settings)
+    threads = settings.cpu_threads or max(1, (os.cpu_count() or 1) // workers)
     model = WhisperModel(
         target,
         device=device,
         compute_type=settings.resolved_compute_type(device),
-        cpu_threads=settings.cpu_threads,
+        cpu_threads=threads,
+        num_workers=workers,
         download_root=str(settings.hf_cache_dir) if is_repo_id and settings.hf_cache_dir else None,
         local_files_only=settings.hf_offline if is_repo_id else False,
     )

@@ -16,7 +16,7 @@ from voxserve.domain import Segment, Transcript
 from voxserve.errors import APIError
 from voxserve.formats.transcript import RenderOptions, duration_usage
 from voxserve.runtime.pool import ModelPool
-from voxserve.runtime.threads import iterate_in_thread
+from voxserve.runtime.scheduler import Scheduler, SchedulerConfig
 from voxserve.stt.engine import (
     FALLBACK_TEMPERATURES,
     DecodeEnd,
@@ -54,9 +54,13 @@ class TranscriptionService:
 
 
 class SpeechToText(TranscriptionService):
-    def __init__(self, settings: Settings, pool: ModelPool) -> None:
+    def __init__(
+        self, settings: Settings, pool: ModelPool, scheduler: Scheduler | None = None
+    ) -> None:
         self._settings = settings
         self._pool = pool
+        # The server shares one scheduler (queue, slots, deadline); the CLI needs no limits.
+        self._scheduler = scheduler or Scheduler(pool, SchedulerConfig())
 
     async def decode(self, req: SpeechToTextRequest) -> AsyncIterator[StreamItem]:
         """A StreamStart, then segments as the engine finishes each one, then a DecodeEnd.
@@ -69,7 +73,8 @@ class SpeechToText(TranscriptionService):
         opened = await anyio.to_thread.run_sync(
             open_audio, req.audio, self._settings.max_audio_seconds
         )
-        async with self._pool.use(req.model.spec) as engine:
+        async with self._scheduler.admit(req.model.spec) as lease:
+            engine = lease.engine
             check_language_support(req, engine)
             options = decode_options(req, self._settings)
             block = int(self._settings.block_seconds * SAMPLE_RATE)
@@ -78,9 +83,11 @@ class SpeechToText(TranscriptionService):
             def run():
                 blocks = cut_blocks(opened.chunks(), block, search)
                 for item in engine.transcribe(blocks, options):
+                    if isinstance(item, DecodeEnd):
+                        lease.audio_seconds = item.duration
                     yield StreamStart(item, engine) if isinstance(item, DecodeInfo) else item
 
-            async for item in iterate_in_thread(run):
+            async for item in lease.iterate(run):
                 yield item
 
 

@@ -1,0 +1,329 @@
+"""Admission: a bounded FIFO queue and a fixed number of slots per loaded model.
+
+A request that wants an engine asks `Scheduler.admit(spec)`. Each native model has a *lane*:
+`slots` requests run at once (one per CTranslate2 worker, so slots are real parallelism, not
+a second queue inside the engine), up to `max_queue` more wait in arrival order, and anything
+beyond that is refused at once with OpenAI's 429 and a `Retry-After` estimated from how long
+slots have recently been held. When a slot frees it goes straight to the oldest waiter, so
+order is FIFO across requests; a long file holds one slot for its whole run, and the other
+slots keep serving short requests past it (hence the default of several slots per model).
+Splitting a long file into windows that re-queue between each other is left to the batching
+worker that will sit behind this layer.
+
+Every request has a deadline (`request_timeout` seconds after it arrived, 0 for none). Waiting
+past it in the queue, or running past it (checked at every segment the engine yields), ends
+the request with a 504 `timeout` error. A waiter whose client has gone is dropped when its
+slot comes up, before the engine ever sees it.
+
+`batch_window` and `max_batch` are reserved for batching across requests: with both set, a
+lane that is free waits up to the window for up to `max_batch` requests and grants them
+together. Today every granted request still makes its own engine call, so the window only adds
+latency and both are off by default; the batching worker will take such a group as one batch.
+The lane's `_dispatch` is the single place that hands out slots, so that worker can replace it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import os
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import aclosing, asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from voxserve.config import Settings
+from voxserve.errors import APIError
+from voxserve.runtime.catalog import ModelSpec
+from voxserve.runtime.context import RequestContext, current_request
+from voxserve.runtime.metrics import Metrics
+from voxserve.runtime.pool import ModelPool
+from voxserve.runtime.threads import iterate_in_thread
+
+log = logging.getLogger("voxserve.scheduler")
+
+T = TypeVar("T")
+
+# The SDK does not retry at all when asked to wait more than 120 s; stay well under that.
+MAX_RETRY_AFTER = 60
+# Weight of the newest slot hold time in the running estimate behind Retry-After.
+EWMA_WEIGHT = 0.2
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    slots: int = 1
+    max_queue: int = 32
+    timeout: float = 0.0  # seconds from arrival; 0: no deadline
+    batch_window: float = 0.0  # seconds
+    max_batch: int = 1
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SchedulerConfig:
+        return cls(
+            slots=slots_for(settings),
+            max_queue=settings.max_queue,
+            timeout=settings.request_timeout,
+            batch_window=settings.batch_window_ms / 1000,
+            max_batch=settings.max_batch_size,
+        )
+
+
+def slots_for(settings: Settings) -> int:
+    """The configured slots per model, or `auto_slots` for the configured CPU and device."""
+    return settings.slots or auto_slots(settings.cpu_threads, settings.device)
+
+
+def auto_slots(cpu_threads: int, device: str, cores: int | None = None) -> int:
+    """Slots per model when the operator did not choose: on a CPU one slot per inference
+    worker, as many workers as fit the cores (each with at least one thread, at most 4
+    workers so the per-worker memory stays small); on a GPU two, so that one request's CPU
+    work (feature extraction, decoding the upload) overlaps another's GPU work."""
+    if device == "cuda":
+        return 2
+    cores = cores or os.cpu_count() or 1
+    if cpu_threads > 0:
+        return max(1, cores // cpu_threads)
+    return max(1, min(4, cores))
+
+
+def server_busy(model_id: str, queued: int, retry_after: int) -> APIError:
+    return APIError(
+        f"The server is busy: {queued} requests are queued for model '{model_id}'. "
+        f"Please retry after {retry_after}s.",
+        status=429,
+        type="requests",
+        code="rate_limit_exceeded",
+        headers={"retry-after": str(retry_after)},
+    )
+
+
+def deadline_exceeded(timeout: float, queued: bool) -> APIError:
+    where = "waiting in the queue" if queued else "while transcribing"
+    return APIError(
+        f"The request did not finish within the server's limit of {timeout:g} seconds "
+        f"(it ran out {where}).",
+        status=504,
+        type="server_error",
+        code="timeout",
+        # A request that timed out in the queue may well succeed later; one that timed out
+        # while running would only repeat the same work, so tell the SDK not to retry it.
+        headers={"x-should-retry": "true" if queued else "false"},
+    )
+
+
+def client_closed() -> APIError:
+    # nginx's 499: nobody reads it, but the access log and metrics say what happened.
+    return APIError("The client closed the request.", status=499, type="invalid_request_error")
+
+
+class _Lane:
+    """The queue and slots of one model."""
+
+    def __init__(self, model_id: str, config: SchedulerConfig, metrics: Metrics) -> None:
+        self.model_id = model_id
+        self.config = config
+        self.busy = 0
+        self.waiters: deque[asyncio.Future[float]] = deque()
+        self.hold_seconds = 1.0  # running estimate of how long a slot is held
+        self._gathering: asyncio.TimerHandle | None = None
+        self._depth = metrics.queue_depth.labels(model_id)
+        self._busy = metrics.slots_busy.labels(model_id)
+        self._batch = metrics.batch_size.labels(model_id)
+
+    def retry_after(self) -> int:
+        waits = (len(self.waiters) + 1) / self.config.slots * self.hold_seconds
+        return max(1, min(MAX_RETRY_AFTER, math.ceil(waits)))
+
+    async def acquire(self, deadline: float | None, timeout: float) -> float:
+        """Wait for a slot; returns when it was granted (time.monotonic())."""
+        if self.busy < self.config.slots and not self.waiters and self._gathering is None:
+            if self.config.batch_window <= 0 or self.config.max_batch <= 1:
+                self._take()
+                return time.monotonic()
+        if len(self.waiters) >= self.config.max_queue:
+            raise server_busy(self.model_id, len(self.waiters), self.retry_after())
+        waiter: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+        self.waiters.append(waiter)
+        self._depth.set(len(self.waiters))
+        self._dispatch()
+        try:
+            if deadline is None:
+                return await waiter
+            return await asyncio.wait_for(asyncio.shield(waiter), deadline - time.monotonic())
+        except (asyncio.TimeoutError, asyncio.CancelledError) as exc:
+            if waiter.done() and not waiter.cancelled():
+                self.release(waiter.result())  # granted at the last moment: pass it on
+            else:
+                waiter.cancel()
+                self.waiters.remove(waiter)
+                self._depth.set(len(self.waiters))
+            if isinstance(exc, asyncio.TimeoutError):
+                raise deadline_exceeded(timeout, queued=True) from None
+            raise
+
+    def release(self, granted_at: float) -> None:
+        held = time.monotonic() - granted_at
+        self.hold_seconds += EWMA_WEIGHT * (held - self.hold_seconds)
+        self.busy -= 1
+        self._busy.set(self.busy)
+        self._dispatch()
+
+    def _take(self) -> None:
+        self.busy += 1
+        self._busy.set(self.busy)
+        self._batch.observe(1)  # one engine call per request until batching lands
+
+    def _dispatch(self) -> None:
+        """Hand free slots to the oldest waiters (after the gathering window, if set)."""
+        if self._gathering is not None:
+            return
+        c = self.config
+        free = c.slots - self.busy
+        if c.batch_window > 0 and c.max_batch > 1 and 0 < len(self.waiters) < c.max_batch <= free:
+            loop = asyncio.get_running_loop()
+            self._gathering = loop.call_later(c.batch_window, self._end_gathering)
+            return
+        while self.busy < c.slots and self.waiters:
+            waiter = self.waiters.popleft()
+            self._take()
+            waiter.set_result(time.monotonic())
+        self._depth.set(len(self.waiters))
+
+    def _end_gathering(self) -> None:
+        self._gathering = None
+        self._dispatch()
+
+
+class Lease:
+    """A granted slot and a loaded engine. Work on the engine goes through `iterate`, which
+    enforces the deadline and keeps the slot (and the model) held until the worker thread has
+    stopped, even when the request has already ended with an error."""
+
+    def __init__(
+        self, engine: Any, deadline: float | None, timeout: float, on_done: Callable[[], None]
+    ) -> None:
+        self.engine = engine
+        self.deadline = deadline
+        self._timeout = timeout
+        self._on_done = on_done
+        self._workers = 0
+        self._closed = False
+        self.timed_out = False
+        self.audio_seconds = 0.0  # set by the work once it knows the file's duration
+
+    async def iterate(self, make_iterator: Callable[[], Iterator[T]]) -> AsyncIterator[T]:
+        """`iterate_in_thread` under this lease's deadline."""
+        items = iterate_in_thread(make_iterator, deadline=self.deadline, on_worker=self._track)
+        try:
+            async with aclosing(items):
+                async for item in items:
+                    yield item
+        except asyncio.TimeoutError:
+            self.timed_out = True
+            raise deadline_exceeded(self._timeout, queued=False) from None
+
+    def _track(self, worker: asyncio.Future) -> None:
+        self._workers += 1
+        worker.add_done_callback(self._worker_done)
+
+    def _worker_done(self, _: asyncio.Future) -> None:
+        self._workers -= 1
+        self._maybe_done()
+
+    def close(self) -> None:
+        self._closed = True
+        self._maybe_done()
+
+    def _maybe_done(self) -> None:
+        if self._closed and self._workers == 0 and self._on_done is not None:
+            done, self._on_done = self._on_done, None
+            done()
+
+
+class Scheduler:
+    def __init__(
+        self, pool: ModelPool, config: SchedulerConfig, metrics: Metrics | None = None
+    ) -> None:
+        self._pool = pool
+        self.config = config
+        self._metrics = metrics or Metrics()
+        self._lanes: dict[str, _Lane] = {}
+
+    def queued(self, model_id: str) -> int:
+        lane = self._lanes.get(model_id)
+        return len(lane.waiters) if lane else 0
+
+    def busy(self, model_id: str) -> int:
+        lane = self._lanes.get(model_id)
+        return lane.busy if lane else 0
+
+    def _lane(self, model_id: str) -> _Lane:
+        lane = self._lanes.get(model_id)
+        if lane is None:
+            lane = self._lanes[model_id] = _Lane(model_id, self.config, self._metrics)
+        return lane
+
+    @asynccontextmanager
+    async def admit(self, spec: ModelSpec) -> AsyncIterator[Lease]:
+        """A slot in `spec`'s lane and its loaded engine, for the duration of the block.
+
+        Raises the 429 when the queue is full, the 504 when the deadline passes while queued,
+        and a 499 when the client went away before its slot came up.
+        """
+        ctx = current_request.get()
+        timeout = self.config.timeout
+        arrived = ctx.started if ctx else time.monotonic()
+        deadline = arrived + timeout if timeout > 0 else None
+        m, model_id = self._metrics, spec.id
+        if ctx is not None:
+            ctx.model = model_id
+        lane = self._lane(model_id)
+        queued_at = time.monotonic()
+        try:
+            granted_at = await lane.acquire(deadline, timeout)
+        except APIError as exc:
+            if exc.status == 429:
+                m.rejected.labels(model_id).inc()
+            else:
+                m.dropped.labels(model_id, "deadline").inc()
+            raise
+        m.queue_wait.labels(model_id).observe(granted_at - queued_at)
+        if ctx is not None:
+            ctx.queue_seconds = granted_at - queued_at
+        lease: Lease | None = None
+        try:
+            if await _client_gone(ctx):
+                m.dropped.labels(model_id, "disconnected").inc()
+                log.info("dropped before the engine: model=%s reason=disconnected", model_id)
+                raise client_closed()
+            engine = await self._pool.acquire(spec)
+
+            def done() -> None:
+                self._pool.release(model_id)
+                lane.release(granted_at)
+
+            lease = Lease(engine, deadline, timeout, done)
+            m.admitted.labels(model_id).inc()
+            yield lease
+            if lease.audio_seconds > 0:
+                m.audio_seconds.labels(model_id).inc(lease.audio_seconds)
+                m.rtf.labels(model_id).observe(
+                    (time.monotonic() - granted_at) / lease.audio_seconds
+                )
+        except BaseException:
+            if lease is not None and lease.timed_out:
+                m.dropped.labels(model_id, "deadline").inc()
+            raise
+        finally:
+            if lease is not None:
+                lease.close()
+            else:
+                lane.release(granted_at)
+
+
+async def _client_gone(ctx: RequestContext | None) -> bool:
+    return ctx is not None and await ctx.is_disconnected()

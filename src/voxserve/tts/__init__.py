@@ -1,0 +1,1 @@
+"""Text-to-speech: engines behind one small protocol, and the text -> PCM -> bytes pipeline."""
