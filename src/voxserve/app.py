@@ -50,7 +50,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_models=settings.max_models,
         memory_bytes=settings.model_memory_mb * 2**20,
     )
-    pool = ModelPool({"stt": partial(load_whisper, settings=settings)}, limits, metrics)
+    pool = ModelPool(
+        {"stt": partial(load_whisper, settings=settings, metrics=metrics)}, limits, metrics
+    )
     scheduler = Scheduler(pool, SchedulerConfig.from_settings(settings), metrics)
 
     app.state.settings = settings

@@ -118,15 +118,17 @@ class Settings(BaseSettings):
     kokoro_lang: str = "en-us"
 
     # Runtime under load (runtime/scheduler.py, runtime/pool.py; docs/usage.md has the table).
-    # Requests running at once per model; 0 sizes it to the CPU (runtime.scheduler.auto_slots).
+    # Requests running at once per model; 0 sizes it from the batch size or the cores
+    # (runtime/layout.py).
     slots: int = Field(0, ge=0)
     # Requests waiting per model beyond the slots; past it a request gets 429 at once.
     max_queue: int = Field(32, ge=0)
     # Seconds from arrival until a request ends with 504; 0 for no deadline.
     request_timeout: float = Field(600.0, ge=0)
-    # Reserved for batching across requests: how long a free slot waits to gather a batch.
-    batch_window_ms: float = Field(0.0, ge=0, le=1000)
-    max_batch_size: int = Field(1, ge=1, le=64)
+    # Batching across requests (stt/batching.py): at most this many engine calls merged into
+    # one (1: no batching), and how long the first waits for others to join.
+    batch_window_ms: float = Field(10.0, ge=0, le=1000)
+    max_batch_size: int = Field(8, ge=1, le=64)
     # Idle seconds before a model is unloaded, per kind: -1 never, 0 right after use.
     stt_model_ttl: float = Field(-1.0, ge=-1)
     tts_model_ttl: float = Field(-1.0, ge=-1)

@@ -56,7 +56,7 @@ class Metrics:
             ["model", "reason"], registry=r,
         )
         self.batch_size = Histogram(
-            "voxserve_batch_size", "Requests granted together in one dispatch (1 until batching).",
+            "voxserve_batch_size", "Engine calls merged into one (encode or generate) per batch.",
             ["model"], buckets=BATCH_BUCKETS, registry=r,
         )
         self.audio_seconds = Counter(

@@ -1,25 +1,21 @@
 """Admission: a bounded FIFO queue and a fixed number of slots per loaded model.
 
 A request that wants an engine asks `Scheduler.admit(spec)`. Each native model has a *lane*:
-`slots` requests run at once (one per CTranslate2 worker, so slots are real parallelism, not
-a second queue inside the engine), up to `max_queue` more wait in arrival order, and anything
+`slots` requests run at once (sized by `runtime.layout` so that they keep the engine busy:
+a full batch per replica when batching), up to `max_queue` more wait in arrival order, and anything
 beyond that is refused at once with OpenAI's 429 and a `Retry-After` estimated from how long
 slots have recently been held. When a slot frees it goes straight to the oldest waiter, so
 order is FIFO across requests; a long file holds one slot for its whole run, and the other
-slots keep serving short requests past it (hence the default of several slots per model).
-Splitting a long file into windows that re-queue between each other is left to the batching
-worker that will sit behind this layer.
+slots keep serving short requests past it (hence the default of several slots per model),
+and in the engine its windows share batches with them one at a time.
 
 Every request has a deadline (`request_timeout` seconds after it arrived, 0 for none). Waiting
 past it in the queue, or running past it (checked at every segment the engine yields), ends
 the request with a 504 `timeout` error. A waiter whose client has gone is dropped when its
 slot comes up, before the engine ever sees it.
 
-`batch_window` and `max_batch` are reserved for batching across requests: with both set, a
-lane that is free waits up to the window for up to `max_batch` requests and grants them
-together. Today every granted request still makes its own engine call, so the window only adds
-latency and both are off by default; the batching worker will take such a group as one batch.
-The lane's `_dispatch` is the single place that hands out slots, so that worker can replace it.
+Batching happens below this layer: the requests holding slots decode in their own threads and
+their engine calls are merged in `stt.batching`; `runtime.layout` sizes the slots to match.
 """
 
 from __future__ import annotations
@@ -27,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import os
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -39,6 +34,7 @@ from voxserve.config import Settings
 from voxserve.errors import APIError
 from voxserve.runtime.catalog import ModelSpec
 from voxserve.runtime.context import RequestContext, current_request
+from voxserve.runtime.layout import engine_layout, resolve_device
 from voxserve.runtime.metrics import Metrics
 from voxserve.runtime.pool import ModelPool
 from voxserve.runtime.threads import iterate_in_thread
@@ -58,36 +54,14 @@ class SchedulerConfig:
     slots: int = 1
     max_queue: int = 32
     timeout: float = 0.0  # seconds from arrival; 0: no deadline
-    batch_window: float = 0.0  # seconds
-    max_batch: int = 1
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SchedulerConfig:
         return cls(
-            slots=slots_for(settings),
+            slots=engine_layout(settings, resolve_device(settings)).slots,
             max_queue=settings.max_queue,
             timeout=settings.request_timeout,
-            batch_window=settings.batch_window_ms / 1000,
-            max_batch=settings.max_batch_size,
         )
-
-
-def slots_for(settings: Settings) -> int:
-    """The configured slots per model, or `auto_slots` for the configured CPU and device."""
-    return settings.slots or auto_slots(settings.cpu_threads, settings.device)
-
-
-def auto_slots(cpu_threads: int, device: str, cores: int | None = None) -> int:
-    """Slots per model when the operator did not choose: on a CPU one slot per inference
-    worker, as many workers as fit the cores (each with at least one thread, at most 4
-    workers so the per-worker memory stays small); on a GPU two, so that one request's CPU
-    work (feature extraction, decoding the upload) overlaps another's GPU work."""
-    if device == "cuda":
-        return 2
-    cores = cores or os.cpu_count() or 1
-    if cpu_threads > 0:
-        return max(1, cores // cpu_threads)
-    return max(1, min(4, cores))
 
 
 def server_busy(model_id: str, queued: int, retry_after: int) -> APIError:
@@ -129,10 +103,8 @@ class _Lane:
         self.busy = 0
         self.waiters: deque[asyncio.Future[float]] = deque()
         self.hold_seconds = 1.0  # running estimate of how long a slot is held
-        self._gathering: asyncio.TimerHandle | None = None
         self._depth = metrics.queue_depth.labels(model_id)
         self._busy = metrics.slots_busy.labels(model_id)
-        self._batch = metrics.batch_size.labels(model_id)
 
     def retry_after(self) -> int:
         waits = (len(self.waiters) + 1) / self.config.slots * self.hold_seconds
@@ -140,10 +112,9 @@ class _Lane:
 
     async def acquire(self, deadline: float | None, timeout: float) -> float:
         """Wait for a slot; returns when it was granted (time.monotonic())."""
-        if self.busy < self.config.slots and not self.waiters and self._gathering is None:
-            if self.config.batch_window <= 0 or self.config.max_batch <= 1:
-                self._take()
-                return time.monotonic()
+        if self.busy < self.config.slots and not self.waiters:
+            self._take()
+            return time.monotonic()
         if len(self.waiters) >= self.config.max_queue:
             raise server_busy(self.model_id, len(self.waiters), self.retry_after())
         waiter: asyncio.Future[float] = asyncio.get_running_loop().create_future()
@@ -175,27 +146,14 @@ class _Lane:
     def _take(self) -> None:
         self.busy += 1
         self._busy.set(self.busy)
-        self._batch.observe(1)  # one engine call per request until batching lands
 
     def _dispatch(self) -> None:
-        """Hand free slots to the oldest waiters (after the gathering window, if set)."""
-        if self._gathering is not None:
-            return
-        c = self.config
-        free = c.slots - self.busy
-        if c.batch_window > 0 and c.max_batch > 1 and 0 < len(self.waiters) < c.max_batch <= free:
-            loop = asyncio.get_running_loop()
-            self._gathering = loop.call_later(c.batch_window, self._end_gathering)
-            return
-        while self.busy < c.slots and self.waiters:
+        """Hand free slots to the oldest waiters."""
+        while self.busy < self.config.slots and self.waiters:
             waiter = self.waiters.popleft()
             self._take()
             waiter.set_result(time.monotonic())
         self._depth.set(len(self.waiters))
-
-    def _end_gathering(self) -> None:
-        self._gathering = None
-        self._dispatch()
 
 
 class Lease:

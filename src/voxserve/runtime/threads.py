@@ -16,11 +16,16 @@ import asyncio
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 T = TypeVar("T")
 
 _END = object()
+# Decode and synthesis workers, apart from asyncio's default pool (min(32, cores + 4) threads:
+# six on a 2-core machine, fewer than the scheduler's slots). They mostly wait inside the
+# engines, which release the GIL; the scheduler, not this pool, bounds how many run.
+_WORKERS = ThreadPoolExecutor(max_workers=128, thread_name_prefix="voxserve-worker")
 _active = 0
 _active_lock = threading.Lock()
 
@@ -64,7 +69,7 @@ async def iterate_in_thread(
         finally:
             _count(-1)
 
-    worker = loop.run_in_executor(None, produce)
+    worker = loop.run_in_executor(_WORKERS, produce)
     if on_worker is not None:
         on_worker(worker)
     try:

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from collections.abc import Iterable, Iterator
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -23,8 +23,10 @@ from voxserve.config import Settings
 from voxserve.domain import Segment, Task, TokenLogprob, Word
 from voxserve.errors import audio_too_short
 from voxserve.runtime.catalog import ModelSpec
-from voxserve.runtime.scheduler import slots_for
+from voxserve.runtime.layout import engine_layout, resolve_device
+from voxserve.runtime.metrics import Metrics
 from voxserve.runtime.store import resolve_whisper_source
+from voxserve.stt.batching import BatchingWhisper
 from voxserve.stt.tokens import token_bytes
 
 log = logging.getLogger("voxserve.stt")
@@ -108,6 +110,16 @@ class WhisperEngine:
     ) -> Iterator[DecodeInfo | Segment | DecodeEnd]:
         """A DecodeInfo once the language is known, the segments as they are decoded, then
         a DecodeEnd with the file's duration. Lazy: decoding happens while it is consumed."""
+        with self._batching():
+            yield from self._transcribe_blocks(blocks, options)
+
+    def _batching(self) -> AbstractContextManager:
+        model = self._model.model
+        return model.decoding() if isinstance(model, BatchingWhisper) else nullcontext()
+
+    def _transcribe_blocks(
+        self, blocks: Iterable[AudioBlock], options: DecodeOptions
+    ) -> Iterator[DecodeInfo | Segment | DecodeEnd]:
         state = _BlockState(language=options.language if self.multilingual else "en",
                             prompt=options.prompt)
         end = 0
@@ -171,7 +183,8 @@ class WhisperEngine:
         offset = block.start / SAMPLE_RATE
         texts: list[str] = []
         for raw in segments:
-            if raw.no_speech_prob > options.no_speech_threshold and not gate.heard(raw.start, raw.end):
+            silent = raw.no_speech_prob > options.no_speech_threshold
+            if silent and not gate.heard(raw.start, raw.end):
                 continue  # Whisper's "You" on silence: no speech by both measures
             segment = _snap_to_speech(_to_domain(state.next_id, raw, offset), gate, offset)
             if options.logprobs:
@@ -201,7 +214,7 @@ class WhisperEngine:
             encoder_output, tokenizer.sot_sequence, [text_tokens], features.shape[-1]
         )[0]
         out = []
-        for token, probability in zip(text_tokens, result.text_token_probs):
+        for token, probability in zip(text_tokens, result.text_token_probs, strict=False):
             raw_bytes = token_bytes(self._model.hf_tokenizer, token)
             out.append(TokenLogprob(raw_bytes.decode("utf-8", errors="replace"),
                                     math.log(max(float(probability), 1e-12)), tuple(raw_bytes)))
@@ -286,27 +299,30 @@ def _to_domain(index: int, seg: object, offset: float) -> Segment:
     )
 
 
-def load_whisper(spec: ModelSpec, settings: Settings) -> WhisperEngine:
+def load_whisper(
+    spec: ModelSpec, settings: Settings, metrics: Metrics | None = None
+) -> WhisperEngine:
     """Load a Whisper model from its source; never reaches a hub unless given a repo id."""
     from faster_whisper import WhisperModel  # heavy import, only when a model is loaded
 
     target, is_repo_id = resolve_whisper_source(spec.source, settings.cache_dir)
-    device = settings.device
-    if device == "auto":
-        import ctranslate2
-
-        device = "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
-    # One CTranslate2 worker per scheduler slot, so the slots run in parallel; with
-    # cpu_threads=0 the cores are shared out between the workers instead of each taking all.
-    workers = slots_for(settings)
-    threads = settings.cpu_threads or max(1, (os.cpu_count() or 1) // workers)
+    device = resolve_device(settings)
+    layout = engine_layout(settings, device)
     model = WhisperModel(
         target,
         device=device,
         compute_type=settings.resolved_compute_type(device),
-        cpu_threads=threads,
-        num_workers=workers,
+        cpu_threads=layout.threads,
+        num_workers=layout.workers,
         download_root=str(settings.hf_cache_dir) if is_repo_id and settings.hf_cache_dir else None,
         local_files_only=settings.hf_offline if is_repo_id else False,
     )
+    if layout.max_batch > 1:
+        model.model = BatchingWhisper(
+            model.model,
+            window=settings.batch_window_ms / 1000,
+            max_batch=layout.max_batch,
+            sot_token=model.hf_tokenizer.token_to_id("<|startoftranscript|>"),
+            on_batch=metrics.batch_size.labels(spec.id).observe if metrics else None,
+        )
     return WhisperEngine(spec.id, model)

@@ -1,0 +1,134 @@
+"""Batching across requests: concurrent requests share engine calls, and each still gets
+exactly the result it would have had alone."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import numpy as np
+import pytest
+from conftest import LiveServer, audio_path
+from test_runtime import metric
+
+from voxserve.stt.batching import BatchingWhisper
+
+CLIPS = ["cards_001.wav", "cards_002.wav", "cards_003.wav", "arctic_a0007.wav",
+         "arctic_a0009.wav", "goforward.wav", "audio_hello_world.mp3", "beckett.wav"]
+TINY = "whisper-tiny.en"
+
+
+def verbose(base_url: str, name: str) -> dict:
+    response = httpx.post(
+        f"{base_url}/v1/audio/transcriptions",
+        files={"file": (name, audio_path(name).read_bytes())},
+        data={"model": TINY, "response_format": "verbose_json",
+              "timestamp_granularities[]": ["word", "segment"]},
+        timeout=300,
+    )
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+@pytest.fixture(scope="module")
+def alone() -> dict[str, dict]:
+    """Every clip transcribed one at a time by a server that never batches."""
+    with LiveServer(max_batch_size=1) as live:
+        return {name: verbose(live.base_url, name) for name in CLIPS}
+
+
+def test_a_batched_result_equals_the_unbatched_result(alone):
+    # A long window so that the eight concurrent requests really meet.
+    with LiveServer(max_batch_size=8, batch_window_ms=500) as live:
+        with ThreadPoolExecutor(len(CLIPS)) as pool:
+            together = dict(zip(CLIPS, pool.map(lambda n: verbose(live.base_url, n), CLIPS),
+                                strict=True))
+        batches = metric(live.base_url, "voxserve_batch_size_count", model=TINY)
+        calls = metric(live.base_url, "voxserve_batch_size_sum", model=TINY)
+    assert calls > batches, "no engine call was shared: nothing was batched"
+    for name in CLIPS:
+        assert together[name]["text"] == alone[name]["text"], name
+        assert together[name]["segments"] == alone[name]["segments"], name
+        assert together[name]["words"] == alone[name]["words"], name
+
+
+class _SlowModel:
+    """Stands in for CTranslate2 in the merge logic's unit tests (fault injection: the engine
+    takes 50 ms per call and records the batch sizes it saw)."""
+
+    device = "cpu"
+
+    def __init__(self) -> None:
+        self.batch_sizes: list[int] = []
+
+    def encode(self, features, to_cpu=False):
+        import ctranslate2
+
+        self.batch_sizes.append(features.shape[0])
+        time.sleep(0.05)
+        return ctranslate2.StorageView.from_array(np.asarray(features) * 2)
+
+
+def _features(value: float):
+    import ctranslate2
+
+    return ctranslate2.StorageView.from_array(np.full((1, 2, 3), value, dtype=np.float32))
+
+
+def test_a_lone_decode_never_waits_for_the_window():
+    model = _SlowModel()
+    batcher = BatchingWhisper(model, window=5.0, max_batch=8, sot_token=0)
+    started = time.monotonic()
+    with batcher.decoding():
+        out = batcher.encode(_features(1.5))
+    assert time.monotonic() - started < 1.0  # the 5 s window was not waited for
+    assert np.asarray(out).tolist() == np.full((1, 2, 3), 3.0).tolist()
+
+
+def test_concurrent_callers_share_a_call_and_get_their_own_rows():
+    model = _SlowModel()
+    batcher = BatchingWhisper(model, window=2.0, max_batch=4, sot_token=0)
+    barrier = threading.Barrier(6)
+    results: dict[int, list] = {}
+
+    def call(i: int) -> None:
+        with batcher.decoding():
+            barrier.wait()
+            results[i] = np.asarray(batcher.encode(_features(float(i)))).tolist()
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert sorted(model.batch_sizes) == [2, 4]  # max_batch bounds a batch; the rest follow
+    for i in range(6):
+        assert results[i] == np.full((1, 2, 3), 2.0 * i).tolist()
+
+
+def test_an_engine_failure_reaches_every_caller_of_the_batch():
+    class Failing(_SlowModel):
+        def encode(self, features, to_cpu=False):
+            time.sleep(0.05)
+            raise RuntimeError("injected engine failure")
+
+    batcher = BatchingWhisper(Failing(), window=2.0, max_batch=4, sot_token=0)
+    barrier = threading.Barrier(3)
+    errors: list[BaseException] = []
+
+    def call() -> None:
+        with batcher.decoding():
+            barrier.wait()
+            try:
+                batcher.encode(_features(1.0))
+            except RuntimeError as exc:
+                errors.append(exc)
+
+    threads = [threading.Thread(target=call) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert len(errors) == 3
