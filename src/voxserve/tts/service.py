@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -84,9 +84,15 @@ class TextToSpeech:
         self._pool = pool
 
     async def engine(self, model: PublicModel) -> SpeechEngine:
+        """The loaded engine, for a quick look (voices); `open` holds it while it speaks."""
+        engine = await self._acquire(model)
+        self._pool.release(model.spec.id)
+        return engine
+
+    async def _acquire(self, model: PublicModel) -> SpeechEngine:
+        """The loaded engine, held in the pool (not unloaded) until released."""
         try:
-            async with self._pool.use(model.spec) as engine:
-                return engine
+            return await self._pool.acquire(model.spec)
         except APIError:
             raise
         except Exception as exc:
@@ -105,11 +111,16 @@ class TextToSpeech:
     async def open(self, req: SpeechRequest) -> SpeechStream:
         """Load the engine and check the voice (errors raise here, before any byte is sent),
         then hand back the stream of encoded audio, not yet started."""
-        engine = await self.engine(req.model)
+        engine = await self._acquire(req.model)
+        release = partial(self._pool.release, req.model.spec.id)
         profile = speech_profile(req.model)
-        voice = resolve_voice(
-            req.voice, profile.voices, self.voice_map(req.model, engine), engine.voices
-        )
+        try:
+            voice = resolve_voice(
+                req.voice, profile.voices, self.voice_map(req.model, engine), engine.voices
+            )
+        except BaseException:
+            release()
+            raise
         sentences = split_sentences(req.input)
         stats = SynthesisStats(engine.sample_rate, len(sentences))
         work = partial(
@@ -117,11 +128,23 @@ class TextToSpeech:
         )
         return SpeechStream(
             content_type=SPEECH_FORMATS[req.response_format].content_type,
-            chunks=iterate_in_thread(work),
+            # Held until the last chunk is out (or the client left): a TTL of 0 or an LRU
+            # eviction must not unload a model that is still speaking.
+            chunks=_release_after(iterate_in_thread(work), release),
             stats=stats,
             input_tokens=approx_tokens(req.input) + approx_tokens(req.instructions or ""),
             sse=req.stream_format == "sse" and profile.sse,
         )
+
+
+async def _release_after(
+    chunks: AsyncIterator[bytes], release: Callable[[], None]
+) -> AsyncIterator[bytes]:
+    try:
+        async for chunk in chunks:
+            yield chunk
+    finally:
+        release()
 
 
 def render_speech(
