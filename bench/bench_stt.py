@@ -1,10 +1,13 @@
 """Speech-to-text benchmark: voxserve over HTTP versus bare faster-whisper.
 
-    python bench/bench_stt.py [--model whisper-base] [--concurrency 1 4] [--long-minutes 5]
+    python bench/bench_stt.py [--model whisper-base] [--concurrency 1 4 16] [--long-minutes 5]
     python bench/bench_stt.py --streaming 10 60      # long-input entry: streamed files
+    python bench/bench_stt.py --soak 1000            # RSS after 100 and after 1000 requests
 
 Workloads: the short English clips of tests/fixtures/audio (one request each), and one long
-file made by joining them with silences. The server runs as a subprocess on a loopback port;
+file made by joining them with silences. The references run in-process on bare
+faster-whisper with the same decoding options: its sequential `WhisperModel.transcribe` and
+its `BatchedInferencePipeline` (one clip after another, batch size 16). The server runs as a subprocess on a loopback port;
 its peak RSS is read from /proc. With --streaming, each long file is sent with stream=true to
 a fresh server (first-delta latency, real-time factor, peak RSS) and given to bare
 faster-whisper in a process of its own (time, peak RSS). Prints a table and, last, one JSON
@@ -133,6 +136,72 @@ def run_bare(model_dir: str, jobs: list[tuple[str, bytes, float]], threads: int)
     return summarize(jobs, latencies, time.perf_counter() - started, 0)
 
 
+def run_bare_batched(model_dir: str, jobs: list[tuple[str, bytes, float]], threads: int) -> dict:
+    from faster_whisper import BatchedInferencePipeline, WhisperModel
+
+    model = WhisperModel(model_dir, device="cpu", compute_type="int8", cpu_threads=threads)
+    pipeline = BatchedInferencePipeline(model)
+    latencies = []
+    started = time.perf_counter()
+    for _, data, _ in jobs:
+        t0 = time.perf_counter()
+        segments, _ = pipeline.transcribe(decode_audio(data), language="en", beam_size=5,
+                                          batch_size=16)
+        list(segments)
+        latencies.append(time.perf_counter() - t0)
+    return summarize(jobs, latencies, time.perf_counter() - started, 0)
+
+
+def current_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def soak_main(args) -> None:
+    """Mixed requests (every clip, every response format, some streamed) from 8 clients;
+    the server's RSS after the first 100 and after all of them."""
+    clips = short_clips()
+    formats = ["json", "text", "srt", "vtt", "verbose_json"]
+    server = Server(args.model, args.threads)
+    rss: dict[str, float] = {}
+    errors = 0
+
+    def one(i: int) -> int:
+        name, data, _ = clips[i % len(clips)]
+        fields = {"model": "whisper-1", "response_format": formats[i % len(formats)]}
+        if i % 7 == 0:
+            fields = {"model": "gpt-4o-transcribe", "stream": "true"}
+        response = httpx.post(f"{server.url}/v1/audio/transcriptions",
+                              files={"file": (name, data)}, data=fields, timeout=600)
+        return response.status_code
+
+    try:
+        started = time.perf_counter()
+        with ThreadPoolExecutor(8) as pool:
+            done = 0
+            for mark in (100, args.soak):
+                statuses = list(pool.map(one, range(done, mark)))
+                errors += sum(status != 200 for status in statuses)
+                done = mark
+                rss[str(mark)] = round(current_rss_mb(server.process.pid))
+        wall = time.perf_counter() - started
+        peak = round(server.peak_rss_mb())
+    finally:
+        server.close()
+    growth = rss[str(args.soak)] - rss["100"]
+    print(f"model {args.model}, int8, {args.threads} threads, {os.cpu_count()} cores, "
+          f"{args.soak} mixed requests from 8 clients in {wall:.0f} s")
+    print(f"{'after':>8}{'RSS MB':>9}")
+    for mark, value in rss.items():
+        print(f"{mark:>8}{value:>9}")
+    print(f"growth from 100 to {args.soak}: {growth:+.0f} MB; peak {peak} MB; errors {errors}")
+    print(json.dumps({"model": args.model, "requests": args.soak, "rss_mb": rss,
+                      "growth_mb": growth, "peak_rss_mb": peak, "errors": errors,
+                      "wall_s": round(wall, 1)}))
+
+
 def summarize(jobs, latencies, wall, errors) -> dict:
     audio = sum(seconds for _, _, seconds in jobs)
     return {
@@ -214,11 +283,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="whisper-base")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4])
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--long-minutes", type=float, default=5.0)
     parser.add_argument("--streaming", type=float, nargs="*", metavar="MINUTES",
                         help="instead: stream long files of these lengths (e.g. 10 60)")
+    parser.add_argument("--soak", type=int, metavar="N",
+                        help="instead: N mixed requests, RSS after 100 and after N")
     args = parser.parse_args()
+    if args.soak:
+        soak_main(args)
+        return
 
     settings = Settings()
     model_dir, _ = resolve_whisper_source(Catalog(settings).spec(args.model).source, settings.cache_dir)
@@ -231,12 +305,15 @@ def main() -> None:
 
     results: dict[str, dict] = {}
     results["bare short c=1"] = run_bare(model_dir, clips, args.threads)
+    results["bare batched short"] = run_bare_batched(model_dir, clips, args.threads)
     results["bare long"] = run_bare(model_dir, long_job, args.threads)
     server = Server(args.model, args.threads)
     try:
         run_http(server.url, clips[:1], 1)  # load the model before timing
+        # The same 32 requests at every concurrency, so the throughputs compare.
+        jobs = (clips * 8)[:32]
         for c in args.concurrency:
-            results[f"voxserve short c={c}"] = run_http(server.url, clips * max(1, c // 2), c)
+            results[f"voxserve short c={c}"] = run_http(server.url, jobs, c)
         results["voxserve long"] = run_http(server.url, long_job, 1)
         peak = server.peak_rss_mb()
     finally:
@@ -249,12 +326,17 @@ def main() -> None:
         print(f"{name:<22}{r['requests']:>5}{r['audio_s']:>9}{r['wall_s']:>8}{r['throughput']:>7}"
               f"{r['p50_s']:>8}{r['p95_s']:>8}{r['errors']:>5}")
     ratio_long = results["bare long"]["wall_s"] / results["voxserve long"]["wall_s"]
-    ratio_short = results["voxserve short c=1"]["throughput"] / results["bare short c=1"]["throughput"]
+    short = {c: results[f"voxserve short c={c}"]["throughput"] for c in args.concurrency}
+    ratio_short = short[args.concurrency[0]] / results["bare short c=1"]["throughput"]
+    top = max(args.concurrency)
+    ratio_load = short[top] / short[args.concurrency[0]]
     print(f"server peak RSS {peak:.0f} MB; long file speed vs bare {ratio_long:.2f}x; "
-          f"short clips c=1 throughput vs bare {ratio_short:.2f}x")
+          f"short clips c={args.concurrency[0]} vs bare {ratio_short:.2f}x; "
+          f"c={top} vs c={args.concurrency[0]} {ratio_load:.2f}x")
     print(json.dumps({"model": args.model, "threads": args.threads, "results": results,
                       "server_peak_rss_mb": round(peak), "long_vs_bare": round(ratio_long, 3),
-                      "short_c1_vs_bare": round(ratio_short, 3)}))
+                      "short_c1_vs_bare": round(ratio_short, 3),
+                      f"short_c{top}_vs_c1": round(ratio_load, 3)}))
 
 
 if __name__ == "__main__":
