@@ -24,6 +24,7 @@ from voxserve.domain import Segment, Task, TokenLogprob, Word
 from voxserve.errors import audio_too_short
 from voxserve.runtime.catalog import ModelSpec
 from voxserve.runtime.layout import engine_layout, resolve_device
+from voxserve.runtime.memory import trim_heap
 from voxserve.runtime.metrics import Metrics
 from voxserve.runtime.store import resolve_whisper_source
 from voxserve.stt.batching import BatchingWhisper
@@ -36,8 +37,6 @@ FALLBACK_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 FRAMES_PER_SECOND = 100  # Whisper's `seek` unit: 10 ms mel frames
 # Up to this many 30 s windows are tried when the first ones are silent or ambiguous.
 LANGUAGE_DETECTION_WINDOWS = 4
-# Prompt carried from one block into the next, as Whisper carries its previous text.
-CARRIED_PROMPT_CHARS = 400
 
 
 @dataclass(frozen=True)
@@ -134,6 +133,8 @@ class WhisperEngine:
             if block.samples.size < MIN_SECONDS * SAMPLE_RATE:
                 continue
             yield from self._transcribe_block(block, options, state)
+            del block  # the next block's arrays should be able to reuse these pages
+            trim_heap()
         yield DecodeEnd(end / SAMPLE_RATE)
 
     def _identify_language(self, samples: np.ndarray, given: str | None) -> DecodeInfo:
@@ -181,7 +182,6 @@ class WhisperEngine:
         )
         gate = _SpeechGate(block.samples)
         offset = block.start / SAMPLE_RATE
-        texts: list[str] = []
         for raw in segments:
             silent = raw.no_speech_prob > options.no_speech_threshold
             if silent and not gate.heard(raw.start, raw.end):
@@ -190,10 +190,13 @@ class WhisperEngine:
             if options.logprobs:
                 segment = replace(segment, logprobs=self._token_logprobs(block, raw, state))
             state.next_id += 1
-            texts.append(segment.text)
             yield segment
-        if options.condition_on_previous_text and texts:
-            state.prompt = "".join(texts)[-CARRIED_PROMPT_CHARS:]
+        # The next block starts fresh. Handing it this block's text as an initial prompt (as
+        # Whisper conditions a window on the previous one) made the model drop its timestamp
+        # tokens: whisper-tiny.en then gave one truncated segment per 30 s window and lost a
+        # third of the words of the following four minutes. The request's own prompt belongs
+        # to the start of the file, as with OpenAI.
+        state.prompt = None
 
     def _token_logprobs(self, block: AudioBlock, raw: object, state: _BlockState) -> tuple:
         """The decoder's probability of each text token of a segment, by forced alignment
