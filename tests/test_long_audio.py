@@ -134,8 +134,8 @@ def test_block_cuts_fall_in_pauses():
     samples = decode_audio(joined.wav)
     # The inserted silences: from each clip's end to the next clip's start.
     lengths = [decode_audio(audio_path(n).read_bytes()).size / SAMPLE_RATE for n in names]
-    gaps = [(placed + length, nxt)
-            for (_, placed), length, (_, nxt) in zip(joined.placements, lengths, joined.placements[1:])]
+    pairs = zip(joined.placements, lengths, joined.placements[1:], strict=False)
+    gaps = [(placed + length, nxt) for (_, placed), length, (_, nxt) in pairs]
     # The search region (8 s) is longer than any clip, so it always holds a pause.
     blocks = list(cut_blocks([samples], 16 * SAMPLE_RATE, 8 * SAMPLE_RATE))
     assert len(blocks) >= 3
@@ -143,6 +143,15 @@ def test_block_cuts_fall_in_pauses():
     for block in blocks[:-1]:
         cut = (block.start + block.samples.size) / SAMPLE_RATE
         assert any(start <= cut <= end for start, end in gaps), cut
+
+
+def test_the_first_block_is_shorter_so_streams_start_early():
+    samples = decode_audio(join_clips(english_clips()[:8], gap_seconds=1.0).wav)
+    blocks = list(cut_blocks([samples], 20 * SAMPLE_RATE, 8 * SAMPLE_RATE, 10 * SAMPLE_RATE))
+    assert blocks[0].samples.size <= 10 * SAMPLE_RATE
+    assert max(b.samples.size for b in blocks[1:]) > 10 * SAMPLE_RATE
+    assert all(b.samples.size <= 20 * SAMPLE_RATE for b in blocks)
+    assert sum(b.samples.size for b in blocks) == samples.size
 
 
 @pytest.mark.parametrize("kind", ["silence", "noise", "tone"])

@@ -36,20 +36,27 @@ def quietest_cut(samples: np.ndarray, search_from: int) -> int:
 
 
 def cut_blocks(
-    chunks: Iterable[np.ndarray], block_samples: int, search_samples: int
+    chunks: Iterable[np.ndarray],
+    block_samples: int,
+    search_samples: int,
+    first_block_samples: int | None = None,
 ) -> Iterator[AudioBlock]:
-    """Blocks of at most `block_samples`, cut in the quietest spot of their last
-    `search_samples`; holds at most one block and one decoder chunk at a time."""
+    """Blocks of at most `block_samples` (the first at most `first_block_samples`, so that
+    decoding, and a stream's first words, start before a whole block is read), each cut in
+    the quietest spot of its last `search_samples`; holds at most one block and one decoder
+    chunk at a time."""
     pending: list[np.ndarray] = []
     pending_size = 0
     start = 0
+    limit = min(first_block_samples or block_samples, block_samples)
     for chunk in chunks:
         pending.append(chunk)
         pending_size += chunk.size
-        while pending_size > block_samples:
+        while pending_size > limit:
             buffer = np.concatenate(pending)
-            cut = quietest_cut(buffer[:block_samples], max(0, block_samples - search_samples))
+            cut = quietest_cut(buffer[:limit], max(0, limit - search_samples))
             yield AudioBlock(start, buffer[:cut], last=False)
+            limit = block_samples
             start += cut
             rest = buffer[cut:]
             pending, pending_size = [rest], rest.size

@@ -19,6 +19,7 @@ from voxserve.runtime.pool import ModelPool
 from voxserve.runtime.scheduler import Scheduler, SchedulerConfig
 from voxserve.stt.engine import (
     FALLBACK_TEMPERATURES,
+    LANGUAGE_DETECTION_WINDOWS,
     DecodeEnd,
     DecodeInfo,
     DecodeOptions,
@@ -30,6 +31,9 @@ from voxserve.stt.request import SpeechToTextRequest, check_against_profile
 AUDIO_TOKENS_PER_SECOND = 10
 # Where a block may be cut, counted back from its limit: long enough to always hold a pause.
 BLOCK_SEARCH_SECONDS = 10
+# The first block holds what language detection looks at, and no more: a stream's first
+# words then wait for two minutes of audio to be read and screened, not a whole block.
+FIRST_BLOCK_SAMPLES = LANGUAGE_DETECTION_WINDOWS * 30 * SAMPLE_RATE
 
 
 @dataclass(frozen=True)
@@ -81,7 +85,7 @@ class SpeechToText(TranscriptionService):
             search = min(block // 2, BLOCK_SEARCH_SECONDS * SAMPLE_RATE)
 
             def run():
-                blocks = cut_blocks(opened.chunks(), block, search)
+                blocks = cut_blocks(opened.chunks(), block, search, FIRST_BLOCK_SAMPLES)
                 for item in engine.transcribe(blocks, options):
                     if isinstance(item, DecodeEnd):
                         lease.audio_seconds = item.duration
