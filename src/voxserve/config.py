@@ -1,7 +1,8 @@
 """One Settings object for the whole server, read from `VOXSERVE_*` variables and CLI flags.
 
 Lists and maps accept either JSON or a short form, because people type them in shells:
-`VOXSERVE_API_KEYS=key1,key2` and `VOXSERVE_ALIASES=whisper-1=whisper-tiny.en,gpt-4o-transcribe=whisper-base`.
+`VOXSERVE_API_KEYS=key1,key2` and
+`VOXSERVE_ALIASES=whisper-1=whisper-tiny.en,gpt-4o-transcribe=whisper-base`.
 """
 
 from __future__ import annotations
@@ -128,7 +129,7 @@ class Settings(BaseSettings):
     # Batching across requests (stt/batching.py): at most this many engine calls merged into
     # one (1: no batching), and how long the first waits for others to join.
     batch_window_ms: float = Field(10.0, ge=0, le=1000)
-    max_batch_size: int = Field(8, ge=1, le=64)
+    max_batch_size: int = Field(4, ge=1, le=64)
     # Idle seconds before a model is unloaded, per kind: -1 never, 0 right after use.
     stt_model_ttl: float = Field(-1.0, ge=-1)
     tts_model_ttl: float = Field(-1.0, ge=-1)
