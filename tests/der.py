@@ -50,7 +50,7 @@ def der(reference: list[Segment], hypothesis: list[Segment], collar: float = 0.2
     overlap = ref.T.astype(int) @ hyp.astype(int)
     rows, cols = linear_sum_assignment(-overlap) if overlap.size else ([], [])
     correct = np.zeros(len(ref), dtype=int)
-    for r, c in zip(rows, cols):
+    for r, c in zip(rows, cols, strict=False):
         correct += ref[:, r] & hyp[:, c]
     n_ref, n_hyp = ref.sum(axis=1), hyp.sum(axis=1)
     total = float(n_ref.sum()) * STEP

@@ -9,7 +9,6 @@ access to torch); where that cannot run, these tests skip and say why.
 from __future__ import annotations
 
 import base64
-import json
 
 import httpx
 import numpy as np

@@ -257,7 +257,7 @@ def test_a_client_that_leaves_while_queued_never_reaches_the_engine():
             files={"file": ("a.mp3", HELLO)}, data={"model": "whisper-1"},
         )
         body = request.read()
-        head = [f"POST /v1/audio/transcriptions HTTP/1.1", f"Host: 127.0.0.1"]
+        head = ["POST /v1/audio/transcriptions HTTP/1.1", "Host: 127.0.0.1"]
         head += [f"{k}: {v}" for k, v in request.headers.items() if k.lower() != "host"]
         sock = socket.create_connection(("127.0.0.1", live.settings.port))
         sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode() + body)

@@ -12,7 +12,9 @@ from voxserve.config import Settings
 
 cli = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 
-OUTPUT_EXTENSIONS = {"json": "json", "verbose_json": "json", "text": "txt", "srt": "srt", "vtt": "vtt"}
+OUTPUT_EXTENSIONS = {
+    "json": "json", "verbose_json": "json", "text": "txt", "srt": "srt", "vtt": "vtt",
+}
 
 
 def _settings(**overrides) -> Settings:
@@ -55,7 +57,9 @@ def serve(
         stt_default_model=default_model, aliases=_pairs(alias), models=_pairs(model),
         api_keys=api_key, max_upload_bytes=max_upload_bytes, log_level=log_level,
     )
-    logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
+    )
     uvicorn.run(
         create_app(settings), host=settings.host, port=settings.port,
         log_level=settings.log_level.lower(),
@@ -67,7 +71,9 @@ def transcribe(
     files: list[Path] = typer.Argument(..., exists=True, dir_okay=False, help="Audio files"),
     model: str = typer.Option("whisper-base", help="Model id or OpenAI name"),
     language: str | None = typer.Option(None, help="Spoken language (ISO-639-1)"),
-    response_format: str = typer.Option("text", "--format", help="json, text, srt, vtt, verbose_json"),
+    response_format: str = typer.Option(
+        "text", "--format", help="json, text, srt, vtt, verbose_json"
+    ),
     output_dir: Path = typer.Option(Path("."), help="Where the outputs go"),
     translate: bool = typer.Option(False, help="Translate into English"),
     prompt: str | None = typer.Option(None, help="Text to guide the style"),

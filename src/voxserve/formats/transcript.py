@@ -138,7 +138,10 @@ def logprob_objects(logprobs: Iterable[TokenLogprob]) -> list[dict]:
 
 def language_probability_objects(transcript: Transcript) -> list[dict]:
     """voxserve extension: the language detector's top candidates."""
-    return [{"language": code, "probability": f32(p)} for code, p in transcript.language_probabilities]
+    return [
+        {"language": code, "probability": f32(p)}
+        for code, p in transcript.language_probabilities
+    ]
 
 
 @dataclass(frozen=True)
@@ -152,7 +155,9 @@ class RenderOptions:
     language_probabilities: bool = False  # extension: include the detector's candidates
 
 
-def render_transcript(transcript: Transcript, response_format: str, opts: RenderOptions) -> Rendered:
+def render_transcript(
+    transcript: Transcript, response_format: str, opts: RenderOptions
+) -> Rendered:
     if response_format in SUBTITLE_STYLES:
         body = render_subtitles(transcript.segments, SUBTITLE_STYLES[response_format])
         return Rendered(body.encode(), TEXT_CONTENT_TYPE)

@@ -20,7 +20,7 @@ def _unicode_to_byte() -> dict[str, int]:
             printable.append(byte)
             codes.append(256 + extra)
             extra += 1
-    return {chr(code): byte for byte, code in zip(printable, codes)}
+    return {chr(code): byte for byte, code in zip(printable, codes, strict=False)}
 
 
 def token_bytes(hf_tokenizer: object, token_id: int) -> bytes:
