@@ -261,14 +261,26 @@ class _SpeechGate:
                 return region_start if region_start < end else start
         return start
 
+    def snap_word_start(self, start: float, end: float) -> float:
+        """A word belongs to the speech region it overlaps most, and starts no earlier than
+        that region: DTW often stretches a clip's first word back over the pause before it
+        to the previous word's end, which leaves its start just inside the previous region."""
+        best, most = None, 0.0
+        for region_start, region_end in self.regions:
+            overlap = min(end, region_end) - max(start, region_start)
+            if overlap > most:
+                best, most = region_start, overlap
+        return start if best is None else max(start, best)
+
 
 def _snap_to_speech(segment: Segment, gate: _SpeechGate, offset: float) -> Segment:
     """Word and segment starts moved out of leading silence (VAD is block-relative)."""
-    def snapped(start: float, end: float) -> float:
-        return gate.snap_start(start - offset, end - offset) + offset
+    def snapped(snap, start: float, end: float) -> float:
+        return snap(start - offset, end - offset) + offset
 
-    words = tuple(replace(w, start=snapped(w.start, w.end)) for w in segment.words)
-    start = snapped(segment.start, segment.end)
+    words = tuple(replace(w, start=snapped(gate.snap_word_start, w.start, w.end))
+                  for w in segment.words)
+    start = snapped(gate.snap_start, segment.start, segment.end)
     if words:
         start = max(start, words[0].start)
     return replace(segment, words=words, start=start)
