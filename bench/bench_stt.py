@@ -117,10 +117,7 @@ class Server:
                 time.sleep(0.2)
 
     def peak_rss_mb(self) -> float:
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-        return float("nan")
+        return proc_status_mb(self.process.pid, "VmHWM")
 
     def close(self) -> None:
         self.process.terminate()
@@ -176,9 +173,10 @@ def run_bare_batched(model_dir: str, jobs: list[tuple[str, bytes, float]], threa
     return summarize(jobs, latencies, time.perf_counter() - started, 0)
 
 
-def current_rss_mb(pid: int) -> float:
+def proc_status_mb(pid: int, field: str) -> float:
+    """A memory figure of a process from /proc (VmRSS: now, VmHWM: peak), in MB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return float("nan")
 
@@ -209,7 +207,7 @@ def soak_main(args) -> None:
                 statuses = list(pool.map(one, range(done, mark)))
                 errors += sum(status != 200 for status in statuses)
                 done = mark
-                rss[str(mark)] = round(current_rss_mb(server.process.pid))
+                rss[str(mark)] = round(proc_status_mb(server.process.pid, "VmRSS"))
         wall = time.perf_counter() - started
         peak = round(server.peak_rss_mb())
     finally:

@@ -54,9 +54,9 @@ def test_a_batched_result_equals_the_unbatched_result(alone):
         assert together[name]["words"] == alone[name]["words"], name
 
 
-class _SlowModel:
-    """Stands in for CTranslate2 in the merge logic's unit tests (fault injection: the engine
-    takes 50 ms per call and records the batch sizes it saw)."""
+class _DoublingModel:
+    """Stands in for CTranslate2 in the merge logic's unit tests: doubles its input and
+    records the batch sizes it saw."""
 
     device = "cpu"
 
@@ -67,7 +67,6 @@ class _SlowModel:
         import ctranslate2
 
         self.batch_sizes.append(features.shape[0])
-        time.sleep(0.05)
         return ctranslate2.StorageView.from_array(np.asarray(features) * 2)
 
 
@@ -78,7 +77,7 @@ def _features(value: float):
 
 
 def test_a_lone_decode_never_waits_for_the_window():
-    model = _SlowModel()
+    model = _DoublingModel()
     batcher = BatchingWhisper(model, window=5.0, max_batch=8, sot_token=0)
     started = time.monotonic()
     with batcher.decoding():
@@ -88,7 +87,7 @@ def test_a_lone_decode_never_waits_for_the_window():
 
 
 def test_concurrent_callers_share_a_call_and_get_their_own_rows():
-    model = _SlowModel()
+    model = _DoublingModel()
     batcher = BatchingWhisper(model, window=2.0, max_batch=4, sot_token=0)
     barrier = threading.Barrier(6)
     results: dict[int, list] = {}
@@ -109,9 +108,8 @@ def test_concurrent_callers_share_a_call_and_get_their_own_rows():
 
 
 def test_an_engine_failure_reaches_every_caller_of_the_batch():
-    class Failing(_SlowModel):
+    class Failing(_DoublingModel):
         def encode(self, features, to_cpu=False):
-            time.sleep(0.05)
             raise RuntimeError("injected engine failure")
 
     batcher = BatchingWhisper(Failing(), window=2.0, max_batch=4, sot_token=0)
