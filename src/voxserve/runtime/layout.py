@@ -3,16 +3,21 @@ and cross-request batching, derived from the settings (0 means "size it for me")
 
 Two shapes:
 - Batching (`max_batch_size` > 1, the default): concurrent requests meet in `stt.batching`
-  and share engine calls. Two CTranslate2 replicas, each with every core: a lone request runs
-  at full speed on one, and under load one batch computes while the next is gathered. Slots:
-  a full batch per replica.
+  and share engine calls. On a CPU with two cores or more, two engines share the weights'
+  file: a solo engine (one replica with every core) runs a batch when nothing else is
+  decoding, so a lone request gets the whole machine; two shared replicas with half the cores
+  each run batches side by side under load, and while both are busy the next batch gathers.
+  Slots: a full batch per shared replica. On a GPU (or one core) there is no solo engine; the
+  two replicas use every core.
 - No batching (`max_batch_size` = 1): one replica per slot, the cores shared out between
   them, so the slots decode side by side.
 
-Measured on 2 cores with whisper-base int8 (16 short clips): one replica with 2 threads took
-15.4 s alone; two replicas with 2 threads each 16.1 s for one client and 11.5-12.3 s for two;
-two replicas with 1 thread each 23 s for one client. CTranslate2's intra-op threads scale
-poorly on small inputs, so a second replica is worth more than a second thread under load.
+Measured on 2 cores with whisper-base int8, one short clip's encode + beam-5 generate:
+one replica with 2 threads 0.88-1.00 clips/s alone; two concurrent streams on two replicas of
+2 threads each (4 OpenMP threads on 2 cores) 1.16-1.30 clips/s, on two replicas of 1 thread
+each 1.36-1.41 clips/s. One thread alone: encode 1.14 s, generate 0.33 s; two threads: encode
+0.70 s, generate 0.43 s. CTranslate2's intra-op threads scale poorly on small inputs and
+oversubscribed cores cost more, so under load each replica gets its own cores.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ class EngineLayout:
     workers: int  # CTranslate2 replicas (faster-whisper's num_workers)
     threads: int  # intra-op threads per replica (faster-whisper's cpu_threads)
     max_batch: int  # engine calls merged into one; 1: no batching
+    solo_threads: int = 0  # threads of the solo engine for lone batches; 0: none (see above)
 
 
 def resolve_device(settings: Settings) -> str:
@@ -47,12 +53,12 @@ def engine_layout(settings: Settings, device: str, cores: int | None = None) -> 
     cores = cores or os.cpu_count() or 1
     batch = settings.max_batch_size
     if batch > 1:
-        return EngineLayout(
-            slots=settings.slots or batch * BATCHING_REPLICAS,
-            workers=BATCHING_REPLICAS,
-            threads=settings.cpu_threads or cores,
-            max_batch=batch,
-        )
+        slots = settings.slots or batch * BATCHING_REPLICAS
+        threads = settings.cpu_threads or cores
+        if device == "cuda" or threads < BATCHING_REPLICAS:
+            return EngineLayout(slots, BATCHING_REPLICAS, threads, batch)
+        return EngineLayout(slots, BATCHING_REPLICAS, threads // BATCHING_REPLICAS, batch,
+                            solo_threads=threads)
     if device == "cuda":
         # Two slots: one request's CPU work (decoding the upload, features) overlaps another's
         # GPU work.

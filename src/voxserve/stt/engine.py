@@ -318,26 +318,43 @@ def load_whisper(
     spec: ModelSpec, settings: Settings, metrics: Metrics | None = None
 ) -> WhisperEngine:
     """Load a Whisper model from its source; never reaches a hub unless given a repo id."""
-    from faster_whisper import WhisperModel  # heavy import, only when a model is loaded
+    import ctranslate2
+    from faster_whisper import WhisperModel  # heavy imports, only when a model is loaded
+    from faster_whisper.utils import download_model
 
     target, is_repo_id = resolve_whisper_source(spec.source, settings.cache_dir)
+    if is_repo_id:  # a local directory from here on: the shared engine below loads it too
+        target = download_model(
+            target,
+            local_files_only=settings.hf_offline,
+            cache_dir=str(settings.hf_cache_dir) if settings.hf_cache_dir else None,
+        )
     device = resolve_device(settings)
+    compute_type = settings.resolved_compute_type(device)
     layout = engine_layout(settings, device)
+    solo = layout.solo_threads > 0
     model = WhisperModel(
         target,
         device=device,
-        compute_type=settings.resolved_compute_type(device),
-        cpu_threads=layout.threads,
-        num_workers=layout.workers,
-        download_root=str(settings.hf_cache_dir) if is_repo_id and settings.hf_cache_dir else None,
-        local_files_only=settings.hf_offline if is_repo_id else False,
+        compute_type=compute_type,
+        cpu_threads=layout.solo_threads if solo else layout.threads,
+        num_workers=1 if solo else layout.workers,
     )
     if layout.max_batch > 1:
+        shared = None
+        if solo:
+            shared = ctranslate2.models.Whisper(
+                target, device=device, compute_type=compute_type,
+                intra_threads=layout.threads, inter_threads=layout.workers,
+            )
         model.model = BatchingWhisper(
             model.model,
             window=settings.batch_window_ms / 1000,
             max_batch=layout.max_batch,
             sot_token=model.hf_tokenizer.token_to_id("<|startoftranscript|>"),
+            replicas=1 if solo else layout.workers,
+            shared=shared,
+            shared_replicas=layout.workers,
             on_batch=metrics.batch_size.labels(spec.id).observe if metrics else None,
         )
     return WhisperEngine(spec.id, model)
