@@ -13,6 +13,7 @@ import pytest
 from conftest import LiveServer, audio_path
 from test_runtime import metric
 
+from voxserve.runtime.layout import EngineLayout, engine_layout
 from voxserve.stt.batching import BatchingWhisper
 
 CLIPS = ["cards_001.wav", "cards_002.wav", "cards_003.wav", "arctic_a0007.wav",
@@ -130,3 +131,78 @@ def test_an_engine_failure_reaches_every_caller_of_the_batch():
     for t in threads:
         t.join(timeout=30)
     assert len(errors) == 3
+
+
+@pytest.mark.parametrize(
+    ("device", "cores", "overrides", "expected"),
+    [
+        # 2 cores: a solo engine with both, two shared replicas of one thread, no merging.
+        ("cpu", 2, {}, EngineLayout(slots=8, workers=2, threads=1, max_batch=1, solo_threads=2)),
+        ("cpu", 16, {}, EngineLayout(slots=16, workers=4, threads=4, max_batch=1,
+                                     solo_threads=16)),
+        ("cpu", 2, {"max_batch_size": 8},
+         EngineLayout(slots=16, workers=2, threads=1, max_batch=8, solo_threads=2)),
+        ("cpu", 8, {"cpu_threads": 1}, EngineLayout(slots=2, workers=2, threads=1, max_batch=1)),
+        ("cpu", 2, {"slots": 3}, EngineLayout(slots=3, workers=2, threads=1, max_batch=1,
+                                              solo_threads=2)),
+        ("cuda", 4, {}, EngineLayout(slots=16, workers=2, threads=4, max_batch=8)),
+        ("cuda", 4, {"max_batch_size": 1}, EngineLayout(slots=2, workers=1, threads=4,
+                                                        max_batch=1)),
+    ],
+)
+def test_layout_sizes_engines_and_slots_from_the_machine(device, cores, overrides, expected):
+    from voxserve.config import Settings
+
+    assert engine_layout(Settings(**overrides), device, cores=cores) == expected
+
+
+class _RecordingModel(_DoublingModel):
+    """A stand-in engine that logs when each call starts and ends, and can be held."""
+
+    def __init__(self, name: str, log: list, hold: threading.Event | None = None) -> None:
+        super().__init__()
+        self.name, self.log, self.hold = name, log, hold
+
+    def encode(self, features, to_cpu=False):
+        self.log.append((self.name, "start", float(np.asarray(features).flat[0])))
+        if self.hold is not None:
+            self.hold.wait(timeout=30)
+        out = super().encode(features, to_cpu)
+        self.log.append((self.name, "end", float(np.asarray(features).flat[0])))
+        return out
+
+
+def test_a_lone_call_takes_the_solo_engine_and_concurrent_ones_never_overlap_it():
+    log: list = []
+    release_solo = threading.Event()
+    solo = _RecordingModel("solo", log, hold=release_solo)
+    shared = _RecordingModel("shared", log)
+    batcher = BatchingWhisper(solo, window=0.0, max_batch=1, sot_token=0, shared=shared,
+                              shared_replicas=2)
+    first_done = threading.Event()
+
+    def first() -> None:
+        with batcher.decoding():
+            batcher.encode(_features(1.0))
+            first_done.wait(timeout=30)  # still decoding: the second is not alone
+
+    def second() -> None:
+        with batcher.decoding():
+            batcher.encode(_features(2.0))
+
+    a = threading.Thread(target=first)
+    a.start()
+    deadline = time.monotonic() + 10
+    while not log:  # the first call is inside the solo engine
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    b = threading.Thread(target=second)
+    b.start()
+    time.sleep(0.2)  # the second call has arrived and must be waiting, not running
+    assert log == [("solo", "start", 1.0)]
+    release_solo.set()
+    b.join(timeout=30)
+    first_done.set()
+    a.join(timeout=30)
+    assert log == [("solo", "start", 1.0), ("solo", "end", 1.0),
+                   ("shared", "start", 2.0), ("shared", "end", 2.0)]

@@ -127,9 +127,10 @@ class Settings(BaseSettings):
     # Seconds from arrival until a request ends with 504; 0 for no deadline.
     request_timeout: float = Field(600.0, ge=0)
     # Batching across requests (stt/batching.py): at most this many engine calls merged into
-    # one (1: no batching), and how long the first waits for others to join.
+    # one (1: none; 0: 1 on a CPU, 8 on CUDA, see runtime/layout.py), and how long the first
+    # waits for others to join.
     batch_window_ms: float = Field(10.0, ge=0, le=1000)
-    max_batch_size: int = Field(4, ge=1, le=64)
+    max_batch_size: int = Field(0, ge=0, le=64)
     # Idle seconds before a model is unloaded, per kind: -1 never, 0 right after use.
     stt_model_ttl: float = Field(-1.0, ge=-1)
     tts_model_ttl: float = Field(-1.0, ge=-1)

@@ -340,7 +340,7 @@ def load_whisper(
         cpu_threads=layout.solo_threads if solo else layout.threads,
         num_workers=1 if solo else layout.workers,
     )
-    if layout.max_batch > 1:
+    if layout.routed:
         shared = None
         if solo:
             shared = ctranslate2.models.Whisper(
