@@ -13,7 +13,7 @@ import base64
 import httpx
 import numpy as np
 import pytest
-from conftest import MODEL_CACHE, audio_path
+from conftest import MODEL_CACHE, LiveServer, audio_path
 from der import der, read_rttm
 
 from voxserve.audio.decode import SAMPLE_RATE, decode_audio
@@ -113,6 +113,31 @@ def test_diarized_json_matches_openai_shape(diarizer, client, base_url):
     assert [s["speaker"] for s in segments] == ["A", "B", "A"]
     assert "diarization" in segments[1]["text"].lower()
     assert body["text"] == " ".join(s["text"].strip() for s in segments)
+
+
+def test_diarized_requests_queue_in_their_whisper_models_lane(diarizer):
+    from test_runtime import Gate, in_thread, metric, transcribe, wait_until
+
+    live = LiveServer(slots=1, max_queue=0)
+    gate = Gate(live)
+    with live:
+        running, out = in_thread(transcribe, live.base_url)
+        wait_until(lambda: gate.waiting == 1, what="a transcription in the engine")
+        with audio_path("audio_meeting.wav").open("rb") as f:
+            refused = httpx.post(f"{live.base_url}/v1/audio/transcriptions",
+                                 data={"model": MODEL, "response_format": "diarized_json"},
+                                 files={"file": f}, timeout=120)
+        assert refused.status_code == 429, refused.text
+        assert "model 'whisper-tiny.en'" in refused.json()["error"]["message"]
+        gate.open()
+        running.join(60)
+        assert out["value"].status_code == 200
+        with audio_path("audio_meeting.wav").open("rb") as f:
+            served = httpx.post(f"{live.base_url}/v1/audio/transcriptions",
+                                data={"model": MODEL, "response_format": "diarized_json"},
+                                files={"file": f}, timeout=120)
+        assert served.status_code == 200, served.text
+        assert metric(live.base_url, "voxserve_admitted_total", model="whisper-tiny.en") == 2
 
 
 def test_agent_named_from_reference_clip(diarizer, client):

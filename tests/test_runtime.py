@@ -141,6 +141,54 @@ def test_full_queue_answers_429_at_once_with_retry_after():
         assert metric(live.base_url, "voxserve_admitted_total", model=TINY) == 2
 
 
+class _StalledVoice:
+    """Fault injection for a speech engine: it speaks only once `opened` is set."""
+
+    def __init__(self, engine, opened: threading.Event) -> None:
+        self._engine = engine
+        self._opened = opened
+
+    def __getattr__(self, name):
+        return getattr(self._engine, name)
+
+    def synthesize(self, sentence, voice, speed):
+        self._opened.wait(timeout=60)
+        yield from self._engine.synthesize(sentence, voice, speed)
+
+
+def test_speech_waits_in_its_own_lane_and_gets_429_when_it_is_full():
+    def speak(text: str = "Hi.") -> httpx.Response:
+        return httpx.post(f"{live.base_url}/v1/audio/speech", timeout=60, json={
+            "model": "piper", "voice": "alloy", "input": text, "response_format": "pcm"})
+
+    live = LiveServer(slots=1, max_queue=0)
+    opened = threading.Event()
+    pool = live.app.state.pool
+    real = pool._loaders["tts"]
+    pool.add_loader("tts", lambda spec: _StalledVoice(real(spec), opened))
+    with live:
+        piper = live.app.state.catalog.resolve("piper").spec.id
+        scheduler = live.app.state.scheduler
+        speaking, speaking_out = in_thread(speak, "A first sentence. And a second one.")
+        wait_until(lambda: scheduler.busy(piper) == 1, what="the first speech in its slot")
+
+        refused = speak()
+        assert refused.status_code == 429, refused.status_code
+        assert refused.json()["error"]["code"] == "rate_limit_exceeded"
+        assert f"model '{piper}'" in refused.json()["error"]["message"]
+        assert int(refused.headers["retry-after"]) >= 1
+        # Transcriptions have a lane of their own: the busy voice does not hold them up.
+        assert transcribe(live.base_url).status_code == 200
+
+        opened.set()
+        speaking.join(60)
+        assert speaking_out["value"].status_code == 200 and speaking_out["value"].content
+        wait_until(lambda: scheduler.busy(piper) == 0, what="the speech slot to come back")
+        assert speak().status_code == 200
+        assert metric(live.base_url, "voxserve_rejected_total", model=piper) == 1
+        assert metric(live.base_url, "voxserve_admitted_total", model=piper) == 2
+
+
 def test_slots_are_granted_in_arrival_order():
     """FIFO across requests: 20 tasks queue behind one slot and run in the order they came."""
     order: list[int] = []
@@ -233,7 +281,7 @@ def test_deadline_ends_running_and_queued_requests_with_504():
             assert error["code"] == "timeout" and error["type"] == "server_error"
             assert "1.5 seconds" in error["message"]
             assert response.headers["x-should-retry"] == should_retry
-        assert "while transcribing" in first.json()["error"]["message"]
+        assert "while the model was working" in first.json()["error"]["message"]
         assert "in the queue" in queued.json()["error"]["message"]
         # The stalled engine still holds the slot: it is freed when the worker really stops.
         assert scheduler.busy(TINY) == 1

@@ -63,11 +63,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.stt = SpeechToText(settings, pool, scheduler)
     # Diarization (voxserve.diarize): `<whisper>+diarize` ids and gpt-4o-transcribe-diarize.
     diarize_wiring.install(catalog, pool, settings)
-    app.state.diarized_stt = DiarizedSpeechToText(settings, pool, catalog)
+    app.state.diarized_stt = DiarizedSpeechToText(settings, pool, catalog, scheduler)
     # Text-to-speech: only installed engines are offered; each loads on first use.
     register_speech_models(catalog, settings)
     pool.add_loader("tts", partial(load_speech_engine, settings=settings))
-    app.state.tts = TextToSpeech(settings, pool)
+    app.state.tts = TextToSpeech(settings, pool, scheduler)
 
     install_error_handlers(app)
     protected = [Depends(require_api_key)]

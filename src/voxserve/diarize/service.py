@@ -20,7 +20,7 @@ from voxserve.diarize.references import ReferenceAudio, check_known_speakers, de
 from voxserve.errors import APIError
 from voxserve.runtime.catalog import Catalog, ModelSpec
 from voxserve.runtime.pool import ModelPool
-from voxserve.runtime.threads import iterate_in_thread
+from voxserve.runtime.scheduler import Scheduler
 from voxserve.stt.engine import DecodeEnd, DecodeInfo
 from voxserve.stt.request import SpeechToTextRequest, check_against_profile
 from voxserve.stt.service import (
@@ -36,10 +36,14 @@ CHUNKING_REQUIRED_SECONDS = 30.0
 
 
 class DiarizedSpeechToText(TranscriptionService):
-    def __init__(self, settings: Settings, pool: ModelPool, catalog: Catalog) -> None:
+    def __init__(
+        self, settings: Settings, pool: ModelPool, catalog: Catalog, scheduler: Scheduler
+    ) -> None:
         self._settings = settings
         self._pool = pool
         self._catalog = catalog
+        # Admission goes through the Whisper model's lane: it is the engine both share.
+        self._scheduler = scheduler
 
     async def decode(self, req: SpeechToTextRequest) -> AsyncIterator[StreamItem]:
         """A StreamStart, then speaker segments. Every check that can fail with a 400 runs
@@ -52,8 +56,10 @@ class DiarizedSpeechToText(TranscriptionService):
         check_chunking(req, audio)
         references = await anyio.to_thread.run_sync(decode_references, req.diarize)
         whisper_spec, diarizer_spec = self._parts(req.model.spec)
-        async with self._pool.use(diarizer_spec) as diarizer, \
-                self._pool.use(whisper_spec) as engine:
+        async with self._scheduler.admit(whisper_spec) as lease, \
+                self._pool.use(diarizer_spec) as diarizer:
+            engine = lease.engine
+            lease.audio_seconds = audio.size / SAMPLE_RATE
             check_language_support(req, engine)
             options = replace(decode_options(req, self._settings), word_timestamps=True)
             turns_job = asyncio.ensure_future(anyio.to_thread.run_sync(
@@ -70,7 +76,7 @@ class DiarizedSpeechToText(TranscriptionService):
                 next_id = 0
                 previous: str | None = None
                 turns: list[Turn] | None = None
-                async for item in iterate_in_thread(run):
+                async for item in lease.iterate(run):
                     if isinstance(item, (StreamStart, DecodeEnd)):
                         yield item
                         continue

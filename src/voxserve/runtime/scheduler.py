@@ -1,8 +1,10 @@
 """Admission: a bounded FIFO queue and a fixed number of slots per loaded model.
 
-A request that wants an engine asks `Scheduler.admit(spec)`. Each native model has a *lane*:
-`slots` requests run at once (sized by `runtime.layout` so that they keep the engine busy:
-a full batch per replica when batching), up to `max_queue` more wait in arrival order, and anything
+A request that wants an engine asks `Scheduler.admit(spec)`: transcriptions and translations
+(diarized ones in their Whisper model's lane) and speech alike. Each native model has a *lane*:
+`slots` requests run at once (for Whisper sized by `runtime.layout` so that they keep the
+engine busy: a full batch per replica when batching; for a speech model one per core, as a
+voice synthesizes on one thread), up to `max_queue` more wait in arrival order, and anything
 beyond that is refused at once with OpenAI's 429 and a `Retry-After` estimated from how long
 slots have recently been held. When a slot frees it goes straight to the oldest waiter, so
 order is FIFO across requests; a long file holds one slot for its whole run, and the other
@@ -23,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import os
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -51,9 +54,10 @@ EWMA_WEIGHT = 0.2
 
 @dataclass(frozen=True)
 class SchedulerConfig:
-    slots: int = 1
+    slots: int = 1  # per Whisper model
     max_queue: int = 32
     timeout: float = 0.0  # seconds from arrival; 0: no deadline
+    speech_slots: int = 1  # per speech model
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SchedulerConfig:
@@ -61,7 +65,11 @@ class SchedulerConfig:
             slots=engine_layout(settings, resolve_device(settings)).slots,
             max_queue=settings.max_queue,
             timeout=settings.request_timeout,
+            speech_slots=settings.slots or max(2, os.cpu_count() or 1),
         )
+
+    def slots_for(self, spec: ModelSpec) -> int:
+        return self.speech_slots if spec.kind == "tts" else self.slots
 
 
 def server_busy(model_id: str, queued: int, retry_after: int) -> APIError:
@@ -76,7 +84,7 @@ def server_busy(model_id: str, queued: int, retry_after: int) -> APIError:
 
 
 def deadline_exceeded(timeout: float, queued: bool) -> APIError:
-    where = "waiting in the queue" if queued else "while transcribing"
+    where = "waiting in the queue" if queued else "while the model was working"
     return APIError(
         f"The request did not finish within the server's limit of {timeout:g} seconds "
         f"(it ran out {where}).",
@@ -97,9 +105,12 @@ def client_closed() -> APIError:
 class _Lane:
     """The queue and slots of one model."""
 
-    def __init__(self, model_id: str, config: SchedulerConfig, metrics: Metrics) -> None:
+    def __init__(
+        self, model_id: str, slots: int, max_queue: int, metrics: Metrics
+    ) -> None:
         self.model_id = model_id
-        self.config = config
+        self.slots = slots
+        self.max_queue = max_queue
         self.busy = 0
         self.waiters: deque[asyncio.Future[float]] = deque()
         self.hold_seconds = 1.0  # running estimate of how long a slot is held
@@ -107,15 +118,15 @@ class _Lane:
         self._busy = metrics.slots_busy.labels(model_id)
 
     def retry_after(self) -> int:
-        waits = (len(self.waiters) + 1) / self.config.slots * self.hold_seconds
+        waits = (len(self.waiters) + 1) / self.slots * self.hold_seconds
         return max(1, min(MAX_RETRY_AFTER, math.ceil(waits)))
 
     async def acquire(self, deadline: float | None, timeout: float) -> float:
         """Wait for a slot; returns when it was granted (time.monotonic())."""
-        if self.busy < self.config.slots and not self.waiters:
+        if self.busy < self.slots and not self.waiters:
             self._take()
             return time.monotonic()
-        if len(self.waiters) >= self.config.max_queue:
+        if len(self.waiters) >= self.max_queue:
             raise server_busy(self.model_id, len(self.waiters), self.retry_after())
         waiter: asyncio.Future[float] = asyncio.get_running_loop().create_future()
         self.waiters.append(waiter)
@@ -149,7 +160,7 @@ class _Lane:
 
     def _dispatch(self) -> None:
         """Hand free slots to the oldest waiters."""
-        while self.busy < self.config.slots and self.waiters:
+        while self.busy < self.slots and self.waiters:
             waiter = self.waiters.popleft()
             self._take()
             waiter.set_result(time.monotonic())
@@ -219,10 +230,12 @@ class Scheduler:
         lane = self._lanes.get(model_id)
         return lane.busy if lane else 0
 
-    def _lane(self, model_id: str) -> _Lane:
-        lane = self._lanes.get(model_id)
+    def _lane(self, spec: ModelSpec) -> _Lane:
+        lane = self._lanes.get(spec.id)
         if lane is None:
-            lane = self._lanes[model_id] = _Lane(model_id, self.config, self._metrics)
+            lane = self._lanes[spec.id] = _Lane(
+                spec.id, self.config.slots_for(spec), self.config.max_queue, self._metrics
+            )
         return lane
 
     @asynccontextmanager
@@ -239,7 +252,7 @@ class Scheduler:
         m, model_id = self._metrics, spec.id
         if ctx is not None:
             ctx.model = model_id
-        lane = self._lane(model_id)
+        lane = self._lane(spec)
         queued_at = time.monotonic()
         try:
             granted_at = await lane.acquire(deadline, timeout)

@@ -3,13 +3,17 @@
 Synthesis and encoding run in one worker thread per request (runtime.threads), sentence by
 sentence, and each sentence's bytes are handed to the event loop as soon as they exist. When
 the client goes away the consumer stops and the worker stops after the sentence it is on.
+
+A speech request takes a slot in its model's lane (runtime.scheduler) like a transcription:
+a full queue is a 429, the request deadline a 504, and the slot (with the model, which the
+pool must not unload while it speaks) is held until the last chunk is out.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -20,7 +24,7 @@ from voxserve.config import Settings
 from voxserve.errors import APIError
 from voxserve.runtime.catalog import PublicModel
 from voxserve.runtime.pool import ModelPool
-from voxserve.runtime.threads import iterate_in_thread
+from voxserve.runtime.scheduler import Scheduler, SchedulerConfig
 from voxserve.tts.engine import SpeechEngine
 from voxserve.tts.models import speech_profile
 from voxserve.tts.text import approx_tokens, split_sentences
@@ -79,28 +83,18 @@ class SpeechStream:
 
 
 class TextToSpeech:
-    def __init__(self, settings: Settings, pool: ModelPool) -> None:
+    def __init__(
+        self, settings: Settings, pool: ModelPool, scheduler: Scheduler | None = None
+    ) -> None:
         self._settings = settings
         self._pool = pool
+        # The server shares one scheduler (queue, slots, deadline); the CLI needs no limits.
+        self._scheduler = scheduler or Scheduler(pool, SchedulerConfig())
 
     async def engine(self, model: PublicModel) -> SpeechEngine:
-        """The loaded engine, for a quick look (voices); `open` holds it while it speaks."""
-        engine = await self._acquire(model)
-        self._pool.release(model.spec.id)
-        return engine
-
-    async def _acquire(self, model: PublicModel) -> SpeechEngine:
-        """The loaded engine, held in the pool (not unloaded) until released."""
-        try:
-            return await self._pool.acquire(model.spec)
-        except APIError:
-            raise
-        except Exception as exc:
-            log.exception("loading speech model %s failed", model.spec.id)
-            raise APIError(
-                f"The speech model '{model.id}' could not be loaded: {exc}",
-                status=500, type="server_error",
-            ) from exc
+        """The loaded engine, for a quick look (voices); speaking goes through `open`."""
+        async with self._pool.use(model.spec) as engine:
+            return engine
 
     def voice_map(self, model: PublicModel, engine: SpeechEngine) -> dict[str, str]:
         configured = {
@@ -109,42 +103,47 @@ class TextToSpeech:
         return voice_map(engine.default_voice_map, configured)
 
     async def open(self, req: SpeechRequest) -> SpeechStream:
-        """Load the engine and check the voice (errors raise here, before any byte is sent),
-        then hand back the stream of encoded audio, not yet started."""
-        engine = await self._acquire(req.model)
-        release = partial(self._pool.release, req.model.spec.id)
-        profile = speech_profile(req.model)
+        """Take a slot, load the engine and check the voice (errors raise here, before any
+        byte is sent), then hand back the stream of encoded audio."""
+        chunks = self._speak(req)
+        # The generator is started here, so the slot it holds is released by its `finally`
+        # however the stream ends, even if the response never sends a byte.
         try:
-            voice = resolve_voice(
-                req.voice, profile.voices, self.voice_map(req.model, engine), engine.voices
-            )
-        except BaseException:
-            release()
+            stats = await anext(chunks)
+        except APIError:
             raise
-        sentences = split_sentences(req.input)
-        stats = SynthesisStats(engine.sample_rate, len(sentences))
-        work = partial(
-            render_speech, engine, sentences, voice, req.speed, req.response_format, stats
-        )
+        except Exception as exc:  # anything else before the first byte: the engine's load
+            log.exception("loading speech model %s failed", req.model.spec.id)
+            raise APIError(
+                f"The speech model '{req.model.id}' could not be loaded: {exc}",
+                status=500, type="server_error",
+            ) from exc
+        assert isinstance(stats, SynthesisStats)
         return SpeechStream(
             content_type=SPEECH_FORMATS[req.response_format].content_type,
-            # Held until the last chunk is out (or the client left): a TTL of 0 or an LRU
-            # eviction must not unload a model that is still speaking.
-            chunks=_release_after(iterate_in_thread(work), release),
+            chunks=chunks,  # type: ignore[arg-type]  # bytes from here on
             stats=stats,
             input_tokens=approx_tokens(req.input) + approx_tokens(req.instructions or ""),
-            sse=req.stream_format == "sse" and profile.sse,
+            sse=req.stream_format == "sse" and speech_profile(req.model).sse,
         )
 
-
-async def _release_after(
-    chunks: AsyncIterator[bytes], release: Callable[[], None]
-) -> AsyncIterator[bytes]:
-    try:
-        async for chunk in chunks:
-            yield chunk
-    finally:
-        release()
+    async def _speak(self, req: SpeechRequest) -> AsyncIterator[SynthesisStats | bytes]:
+        """Yields the request's SynthesisStats once it is admitted and ready, then its bytes."""
+        async with self._scheduler.admit(req.model.spec) as lease:
+            engine: SpeechEngine = lease.engine
+            voice = resolve_voice(
+                req.voice, speech_profile(req.model).voices, self.voice_map(req.model, engine),
+                engine.voices,
+            )
+            sentences = split_sentences(req.input)
+            stats = SynthesisStats(engine.sample_rate, len(sentences))
+            yield stats
+            work = partial(
+                render_speech, engine, sentences, voice, req.speed, req.response_format, stats
+            )
+            async for chunk in lease.iterate(work):
+                yield chunk
+            lease.audio_seconds = stats.seconds
 
 
 def render_speech(
