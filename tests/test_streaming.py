@@ -10,7 +10,7 @@ import time
 import httpx
 import openai
 import pytest
-from conftest import audio_path
+from conftest import LiveServer, audio_path
 from joined_audio import english_clips, join_clips
 
 
@@ -82,7 +82,6 @@ def test_error_after_the_first_byte_is_an_sse_error_event(monkeypatch, long_spee
         yield from original(self, block, options, state)
 
     monkeypatch.setattr(engine.WhisperEngine, "_transcribe_block", failing)
-    from conftest import LiveServer
 
     with LiveServer(block_seconds=30) as live:
         sdk = openai.OpenAI(base_url=f"{live.base_url}/v1", api_key="k", max_retries=0)
@@ -105,29 +104,36 @@ def engine_calls(base_url: str, model: str = "whisper-tiny.en") -> int:
     return int(float(match.group(1))) if match else 0
 
 
-def test_disconnect_stops_decoding_at_the_next_window(base_url):
+def test_disconnect_stops_decoding_at_the_next_window():
     # The unit of work that cannot be interrupted is one 30 s window (an encode and a
     # generate call; CTranslate2 has no cancellation hook), so the bound is counted in engine
     # calls, not seconds: after the client leaves, the window in flight may finish (with a
     # temperature fallback or two) and nothing more. Without cancellation the decoder would go
     # on through the remaining six minutes of audio: a dozen windows, two dozen calls or more.
+    # A server of its own: nothing else may decode while the calls are counted. Its lane
+    # holds the request's slot until the worker thread has really stopped.
     six_minutes = join_clips(english_clips() * 5).wav
-    with httpx.stream(
-        "POST", f"{base_url}/v1/audio/transcriptions",
-        files={"file": ("long.wav", six_minutes)},
-        data={"model": "gpt-4o-transcribe", "stream": "true", "beam_size": "1"}, timeout=600,
-    ) as response:
-        deltas = 0
-        for line in response.iter_lines():
-            if line.startswith("data: "):
-                deltas += 1
-                if deltas == 3:
-                    break  # the client goes away
-        assert httpx.get(f"{base_url}/health").json()["busy_workers"] >= 1
-        calls_when_leaving = engine_calls(base_url)
-    left = time.monotonic()
-    while httpx.get(f"{base_url}/health").json()["busy_workers"] > 0:
-        assert time.monotonic() - left < 60, "the decoder is still running a minute later"
-        time.sleep(0.05)
-    calls_after_leaving = engine_calls(base_url) - calls_when_leaving
+    with LiveServer() as live:
+        def running() -> int:
+            return live.app.state.scheduler.busy("whisper-tiny.en")
+
+        with httpx.stream(
+            "POST", f"{live.base_url}/v1/audio/transcriptions",
+            files={"file": ("long.wav", six_minutes)},
+            data={"model": "gpt-4o-transcribe", "stream": "true", "beam_size": "1"},
+            timeout=600,
+        ) as response:
+            deltas = 0
+            for line in response.iter_lines():
+                if line.startswith("data: "):
+                    deltas += 1
+                    if deltas == 3:
+                        break  # the client goes away
+            assert running() == 1
+            calls_when_leaving = engine_calls(live.base_url)
+        left = time.monotonic()
+        while running():
+            assert time.monotonic() - left < 60, "the decoder is still running a minute later"
+            time.sleep(0.05)
+        calls_after_leaving = engine_calls(live.base_url) - calls_when_leaving
     assert calls_after_leaving <= 8, f"{calls_after_leaving} engine calls after the client left"
