@@ -333,12 +333,14 @@ def load_whisper(
     compute_type = settings.resolved_compute_type(device)
     layout = engine_layout(settings, device)
     solo = layout.solo_threads > 0
+    # faster-whisper's own model is the solo engine when there is one, else the only one.
+    replicas = 1 if solo else layout.workers
     model = WhisperModel(
         target,
         device=device,
         compute_type=compute_type,
         cpu_threads=layout.solo_threads if solo else layout.threads,
-        num_workers=1 if solo else layout.workers,
+        num_workers=replicas,
     )
     if layout.routed:
         shared = None
@@ -352,7 +354,7 @@ def load_whisper(
             window=settings.batch_window_ms / 1000,
             max_batch=layout.max_batch,
             sot_token=model.hf_tokenizer.token_to_id("<|startoftranscript|>"),
-            replicas=1 if solo else layout.workers,
+            replicas=replicas,
             shared=shared,
             shared_replicas=layout.workers,
             on_batch=metrics.batch_size.labels(spec.id).observe if metrics else None,

@@ -93,8 +93,13 @@ class TextToSpeech:
 
     async def engine(self, model: PublicModel) -> SpeechEngine:
         """The loaded engine, for a quick look (voices); speaking goes through `open`."""
-        async with self._pool.use(model.spec) as engine:
-            return engine
+        try:
+            async with self._pool.use(model.spec) as engine:
+                return engine
+        except APIError:
+            raise
+        except Exception as exc:
+            raise _load_failed(model, exc) from exc
 
     def voice_map(self, model: PublicModel, engine: SpeechEngine) -> dict[str, str]:
         configured = {
@@ -113,11 +118,7 @@ class TextToSpeech:
         except APIError:
             raise
         except Exception as exc:  # anything else before the first byte: the engine's load
-            log.exception("loading speech model %s failed", req.model.spec.id)
-            raise APIError(
-                f"The speech model '{req.model.id}' could not be loaded: {exc}",
-                status=500, type="server_error",
-            ) from exc
+            raise _load_failed(req.model, exc) from exc
         assert isinstance(stats, SynthesisStats)
         return SpeechStream(
             content_type=SPEECH_FORMATS[req.response_format].content_type,
@@ -144,6 +145,14 @@ class TextToSpeech:
             async for chunk in lease.iterate(work):
                 yield chunk
             lease.audio_seconds = stats.seconds
+
+
+def _load_failed(model: PublicModel, exc: Exception) -> APIError:
+    log.exception("loading speech model %s failed", model.spec.id)
+    return APIError(
+        f"The speech model '{model.id}' could not be loaded: {exc}",
+        status=500, type="server_error",
+    )
 
 
 def render_speech(
