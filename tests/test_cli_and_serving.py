@@ -68,7 +68,11 @@ def test_serve_starts_on_the_given_port():
         assert httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=5).status_code == 401
     finally:
         process.terminate()
-        process.wait(timeout=30)
+        _, stderr = process.communicate(timeout=30)
+    # One access line per request (voxserve.access; uvicorn's own access log is off).
+    lines = [line for line in stderr.decode().splitlines() if "/v1/models" in line]
+    assert len(lines) == 2, lines
+    assert all("voxserve.access" in line and "request_id=req_" in line for line in lines)
 
 
 def test_health_answers_while_a_long_transcription_runs(base_url):

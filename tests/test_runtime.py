@@ -451,6 +451,18 @@ def test_metrics_expose_requests_queue_batches_audio_latency_and_models():
         assert metric(base, "voxserve_queue_depth", model=TINY) == 0
 
 
+def test_docs_openapi_and_root_are_named_routes_in_metrics():
+    with LiveServer() as live:
+        base = live.base_url
+        for path in ("/docs", "/openapi.json", "/"):
+            assert httpx.get(f"{base}{path}").status_code == 200, path
+        assert httpx.get(f"{base}/no-such-page").status_code == 404
+        for path in ("/docs", "/openapi.json", "/"):
+            assert metric(base, "voxserve_requests_total", route=path, status="200") == 1, path
+        assert metric(base, "voxserve_requests_total", route="unmatched", status="404") == 1
+        assert httpx.get(f"{base}/").json()["docs"] == "/docs"
+
+
 def test_access_log_line_carries_the_request_id(caplog):
     with LiveServer() as live, caplog.at_level(logging.INFO, logger="voxserve.access"):
         response = transcribe(live.base_url)

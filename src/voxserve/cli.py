@@ -62,7 +62,8 @@ def serve(
     )
     uvicorn.run(
         create_app(settings), host=settings.host, port=settings.port,
-        log_level=settings.log_level.lower(),
+        # voxserve.access logs each request once, with its id, model and queue time.
+        log_level=settings.log_level.lower(), access_log=False,
     )
 
 
