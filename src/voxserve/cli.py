@@ -128,7 +128,7 @@ def speak(
     from voxserve.errors import APIError
 
     try:
-        asyncio.run(
+        written = asyncio.run(
             speak_to_file(
                 Settings(), read_text(text, file), output, model=model, voice=voice,
                 speed=speed, response_format=format_for(output, response_format),
@@ -138,6 +138,7 @@ def speak(
     except APIError as exc:
         typer.echo(f"error: {exc.message}", err=True)
         raise typer.Exit(1) from None
+    typer.echo(written.describe(), err=True)
 
 
 @cli.command("models")
