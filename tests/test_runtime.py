@@ -151,9 +151,9 @@ class _StalledVoice:
     def __getattr__(self, name):
         return getattr(self._engine, name)
 
-    def synthesize(self, sentence, voice, speed):
+    def synthesize(self, sentence, voice):
         self._opened.wait(timeout=60)
-        yield from self._engine.synthesize(sentence, voice, speed)
+        yield from self._engine.synthesize(sentence, voice)
 
 
 def test_speech_waits_in_its_own_lane_and_gets_429_when_it_is_full():

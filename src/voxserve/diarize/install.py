@@ -77,7 +77,7 @@ def converted_models(cache_dir: Path) -> Path:
         f"it, either (1) reinstall voxserve, whose package carries the models (from a clone: "
         f"`./run serve` or `pip install --force-reinstall .`), or (2) rebuild them with "
         f"`voxserve diarize-setup --cache-dir {cache_dir}` (it downloads torch's CPU build, "
-        f"about 200 MB, into a temporary environment), then restart the server."
+        f"a 192 MB download, into a temporary environment), then restart the server."
     )
 
 
@@ -102,7 +102,7 @@ def setup(
             say(f"creating the conversion environment {env}")
             _run([interpreter, "-m", "venv", str(env)])
         torch_from = ["--extra-index-url", torch_index] if torch_index else []
-        say(f"installing {TORCH} (CPU build, about 200 MB)"
+        say(f"installing {TORCH} (CPU build, a 192 MB download)"
             + (f" from {torch_index}" if torch_index else ""))
         _run([*pip, "--no-deps", *torch_from, TORCH])
         say("installing onnx and the pinned conversion requirements")
