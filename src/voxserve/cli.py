@@ -124,7 +124,7 @@ def speak(
 ) -> None:
     """Synthesize speech into a file, as POST /v1/audio/speech would."""
     from voxserve.cli_speak import format_for, read_text, speak_to_file
-    from voxserve.errors import APIError
+    from voxserve.errors import ServiceError
 
     try:
         asyncio.run(
@@ -134,7 +134,7 @@ def speak(
                 instructions=instructions,
             )
         )
-    except APIError as exc:
+    except ServiceError as exc:
         typer.echo(f"error: {exc.message}", err=True)
         raise typer.Exit(1) from None
 

@@ -27,7 +27,7 @@ async def speak_to_file(
     settings: Settings, text: str, output: Path, *, model: str, voice: str, speed: float,
     response_format: str, instructions: str | None = None,
 ) -> None:
-    """Raises APIError (with OpenAI's message) for anything the server would refuse."""
+    """Raises ServiceError (with OpenAI's message) for anything the server would refuse."""
     catalog = Catalog(settings)
     register_speech_models(catalog, settings)
     body = {"model": model, "input": text, "voice": voice, "speed": speed,

@@ -11,7 +11,7 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 
 from voxserve.config import Settings
 from voxserve.domain import Segment, Task
-from voxserve.errors import APIError
+from voxserve.errors import ServiceError
 from voxserve.formats.transcript import render_transcript
 from voxserve.languages import normalize_language
 from voxserve.runtime.catalog import Catalog
@@ -61,7 +61,7 @@ async def run_files(
             )
             try:
                 transcript = await collect(req, _with_progress(service.decode(req), progress, bar))
-            except APIError as exc:
+            except ServiceError as exc:
                 progress.console.print(f"[red]{path}: {exc.message}[/red]")
                 failures += 1
                 continue

@@ -17,7 +17,7 @@ from voxserve.config import Settings
 from voxserve.diarize.assign import split_by_speaker
 from voxserve.diarize.pipeline import Diarizer, KnownSpeaker, Turn
 from voxserve.diarize.references import ReferenceAudio, check_known_speakers, decode_references
-from voxserve.errors import APIError
+from voxserve.errors import Internal, InvalidInput
 from voxserve.runtime.catalog import Catalog, ModelSpec
 from voxserve.runtime.pool import ModelPool
 from voxserve.runtime.scheduler import Scheduler
@@ -96,7 +96,7 @@ class DiarizedSpeechToText(TranscriptionService):
         whisper = self._catalog.spec(spec.options["whisper"])
         diarizer = self._catalog.spec(spec.options["diarizer"])
         if whisper is None or diarizer is None:
-            raise APIError(f"Model '{spec.id}' is misconfigured.", status=500, type="server_error")
+            raise Internal(f"Model '{spec.id}' is misconfigured.")
         return whisper, diarizer
 
 
@@ -104,7 +104,7 @@ def check_chunking(req: SpeechToTextRequest, audio: np.ndarray) -> None:
     if req.profile.name != "gpt-4o-transcribe-diarize" or req.vad is not None:
         return
     if audio.size / SAMPLE_RATE > CHUNKING_REQUIRED_SECONDS:
-        raise APIError(
+        raise InvalidInput(
             "chunking_strategy is required for diarization models",
             param="chunking_strategy",
             code="invalid_value",

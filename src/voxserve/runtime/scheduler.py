@@ -34,7 +34,13 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from voxserve.config import Settings
-from voxserve.errors import APIError
+from voxserve.errors import (
+    Busy,
+    ServiceError,
+    client_closed,
+    deadline_exceeded,
+    server_busy,
+)
 from voxserve.runtime.catalog import ModelSpec
 from voxserve.runtime.context import RequestContext, current_request
 from voxserve.runtime.layout import engine_layout, resolve_device
@@ -70,36 +76,6 @@ class SchedulerConfig:
 
     def slots_for(self, spec: ModelSpec) -> int:
         return self.speech_slots if spec.kind == "tts" else self.slots
-
-
-def server_busy(model_id: str, queued: int, retry_after: int) -> APIError:
-    return APIError(
-        f"The server is busy: {queued} requests are queued for model '{model_id}'. "
-        f"Please retry after {retry_after}s.",
-        status=429,
-        type="requests",
-        code="rate_limit_exceeded",
-        headers={"retry-after": str(retry_after)},
-    )
-
-
-def deadline_exceeded(timeout: float, queued: bool) -> APIError:
-    where = "waiting in the queue" if queued else "while the model was working"
-    return APIError(
-        f"The request did not finish within the server's limit of {timeout:g} seconds "
-        f"(it ran out {where}).",
-        status=504,
-        type="server_error",
-        code="timeout",
-        # A request that timed out in the queue may well succeed later; one that timed out
-        # while running would only repeat the same work, so tell the SDK not to retry it.
-        headers={"x-should-retry": "true" if queued else "false"},
-    )
-
-
-def client_closed() -> APIError:
-    # nginx's 499: nobody reads it, but the access log and metrics say what happened.
-    return APIError("The client closed the request.", status=499, type="invalid_request_error")
 
 
 class _Lane:
@@ -256,8 +232,8 @@ class Scheduler:
         queued_at = time.monotonic()
         try:
             granted_at = await lane.acquire(deadline, timeout)
-        except APIError as exc:
-            if exc.status == 429:
+        except ServiceError as exc:
+            if isinstance(exc, Busy):
                 m.rejected.labels(model_id).inc()
             else:
                 m.dropped.labels(model_id, "deadline").inc()

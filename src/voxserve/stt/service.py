@@ -13,7 +13,7 @@ from voxserve.audio.blocks import cut_blocks
 from voxserve.audio.decode import SAMPLE_RATE, open_audio
 from voxserve.config import Settings
 from voxserve.domain import Segment, Transcript
-from voxserve.errors import APIError
+from voxserve.errors import InvalidInput
 from voxserve.formats.transcript import RenderOptions, duration_usage
 from voxserve.runtime.pool import ModelPool
 from voxserve.runtime.scheduler import Scheduler, SchedulerConfig
@@ -114,14 +114,14 @@ def check_language_support(req: SpeechToTextRequest, engine: WhisperEngine) -> N
     if engine.multilingual:
         return
     if req.task == "translate":
-        raise APIError(
+        raise InvalidInput(
             f"Model '{req.model.id}' is English-only and cannot translate. "
             "Use a multilingual model such as 'whisper-base'.",
             param="model",
             code="unsupported_value",
         )
     if req.language not in (None, "en"):
-        raise APIError(
+        raise InvalidInput(
             f"Model '{req.model.id}' is English-only and cannot transcribe language "
             f"'{req.language}'. Use a multilingual model such as 'whisper-base'.",
             param="language",

@@ -21,7 +21,7 @@ import numpy as np
 
 from voxserve.audio.encode import SPEECH_FORMATS, AudioEncoder
 from voxserve.config import Settings
-from voxserve.errors import APIError
+from voxserve.errors import Internal, ServiceError
 from voxserve.runtime.catalog import PublicModel
 from voxserve.runtime.pool import ModelPool
 from voxserve.runtime.scheduler import Scheduler, SchedulerConfig
@@ -96,7 +96,7 @@ class TextToSpeech:
         try:
             async with self._pool.use(model.spec) as engine:
                 return engine
-        except APIError:
+        except ServiceError:
             raise
         except Exception as exc:
             raise _load_failed(model, exc) from exc
@@ -115,7 +115,7 @@ class TextToSpeech:
         # however the stream ends, even if the response never sends a byte.
         try:
             stats = await anext(chunks)
-        except APIError:
+        except ServiceError:
             raise
         except Exception as exc:  # anything else before the first byte: the engine's load
             raise _load_failed(req.model, exc) from exc
@@ -147,12 +147,9 @@ class TextToSpeech:
             lease.audio_seconds = stats.seconds
 
 
-def _load_failed(model: PublicModel, exc: Exception) -> APIError:
+def _load_failed(model: PublicModel, exc: Exception) -> Internal:
     log.exception("loading speech model %s failed", model.spec.id)
-    return APIError(
-        f"The speech model '{model.id}' could not be loaded: {exc}",
-        status=500, type="server_error",
-    )
+    return Internal(f"The speech model '{model.id}' could not be loaded: {exc}")
 
 
 def render_speech(
