@@ -9,7 +9,6 @@ from starlette.responses import Response
 from voxserve.api.errors import error_response
 from voxserve.errors import Unavailable
 from voxserve.runtime.metrics import CONTENT_TYPE
-from voxserve.runtime.threads import active_workers
 
 router = APIRouter()
 
@@ -19,7 +18,7 @@ async def health(request: Request) -> dict:
     return {
         "status": "ok",
         "loaded_models": request.app.state.pool.loaded_ids(),
-        "busy_workers": active_workers(),
+        "busy_workers": request.app.state.scheduler.workers.active,
     }
 
 

@@ -56,7 +56,8 @@ BAD_JSON = (
 async def create_speech(request: Request) -> Response:
     body = await read_json_body(request)
     speech = parse_speech_request(body, request.app.state.catalog)
-    stream = await request.app.state.tts.open(speech)  # errors up to here are plain HTTP errors
+    # Errors up to here are plain HTTP errors.
+    stream = await request.app.state.tts.open(speech, request.state.context)
     if stream.sse:
         return sse_response(_speech_events(stream))
     # No Content-Length: Starlette sends it chunked, each sentence as soon as it is encoded.

@@ -53,14 +53,14 @@ async def create_translation(request: Request) -> Response:
 async def _speech_to_text(request: Request, task: Task) -> Response:
     req = await read_speech_to_text_request(request, task)
     diarized = is_diarization_model(req.model.spec)
-    service = request.app.state.diarized_stt if diarized else request.app.state.stt
+    service = request.app.state.services.transcriber_for(req.model.spec)
     if req.wants_stream:
-        items = service.decode(req)
+        items = service.decode(req, request.state.context)
         start = await anext(items)  # errors up to here are plain HTTP errors
         # OpenAI streams diarization as whole speaker segments, everything else as deltas.
         event = diarized_segment_object if diarized else delta_event(req)
         return sse_response(transcript_events(req, start, items, event))
-    transcript = await service.transcribe(req)
+    transcript = await service.transcribe(req, request.state.context)
     rendered = render_transcript(transcript, req.response_format, render_options(req, transcript))
     return Response(rendered.body, media_type=rendered.content_type)
 

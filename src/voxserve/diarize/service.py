@@ -19,6 +19,7 @@ from voxserve.diarize.pipeline import Diarizer, KnownSpeaker, Turn
 from voxserve.diarize.references import ReferenceAudio, check_known_speakers, decode_references
 from voxserve.errors import Internal, InvalidInput
 from voxserve.runtime.catalog import Catalog, ModelSpec
+from voxserve.runtime.context import RequestContext
 from voxserve.runtime.pool import ModelPool
 from voxserve.runtime.scheduler import Scheduler
 from voxserve.stt.engine import DecodeEnd, DecodeInfo
@@ -45,7 +46,9 @@ class DiarizedSpeechToText(TranscriptionService):
         # Admission goes through the Whisper model's lane: it is the engine both share.
         self._scheduler = scheduler
 
-    async def decode(self, req: SpeechToTextRequest) -> AsyncIterator[StreamItem]:
+    async def decode(
+        self, req: SpeechToTextRequest, ctx: RequestContext | None = None
+    ) -> AsyncIterator[StreamItem]:
         """A StreamStart, then speaker segments. Every check that can fail with a 400 runs
         before the StreamStart (a stream can still answer with a plain HTTP error)."""
         check_against_profile(req)
@@ -56,7 +59,7 @@ class DiarizedSpeechToText(TranscriptionService):
         check_chunking(req, audio)
         references = await anyio.to_thread.run_sync(decode_references, req.diarize)
         whisper_spec, diarizer_spec = self._parts(req.model.spec)
-        async with self._scheduler.admit(whisper_spec) as lease, \
+        async with self._scheduler.admit(whisper_spec, ctx) as lease, \
                 self._pool.use(diarizer_spec) as diarizer:
             engine = lease.engine
             lease.audio_seconds = audio.size / SAMPLE_RATE

@@ -15,8 +15,8 @@ from voxserve.config import Settings
 from voxserve.domain import Segment, Transcript
 from voxserve.errors import InvalidInput
 from voxserve.formats.transcript import RenderOptions, duration_usage
-from voxserve.runtime.pool import ModelPool
-from voxserve.runtime.scheduler import Scheduler, SchedulerConfig
+from voxserve.runtime.context import RequestContext
+from voxserve.runtime.scheduler import Scheduler
 from voxserve.stt.engine import (
     FALLBACK_TEMPERATURES,
     LANGUAGE_DETECTION_WINDOWS,
@@ -50,23 +50,25 @@ StreamItem = StreamStart | Segment | DecodeEnd
 class TranscriptionService:
     """What every speech-to-text service offers: a stream of items, or the whole Transcript."""
 
-    def decode(self, req: SpeechToTextRequest) -> AsyncIterator[StreamItem]:
+    def decode(
+        self, req: SpeechToTextRequest, ctx: RequestContext | None = None
+    ) -> AsyncIterator[StreamItem]:
         raise NotImplementedError
 
-    async def transcribe(self, req: SpeechToTextRequest) -> Transcript:
-        return await collect(req, self.decode(req))
+    async def transcribe(
+        self, req: SpeechToTextRequest, ctx: RequestContext | None = None
+    ) -> Transcript:
+        return await collect(req, self.decode(req, ctx))
 
 
 class SpeechToText(TranscriptionService):
-    def __init__(
-        self, settings: Settings, pool: ModelPool, scheduler: Scheduler | None = None
-    ) -> None:
+    def __init__(self, settings: Settings, scheduler: Scheduler) -> None:
         self._settings = settings
-        self._pool = pool
-        # The server shares one scheduler (queue, slots, deadline); the CLI needs no limits.
-        self._scheduler = scheduler or Scheduler(pool, SchedulerConfig())
+        self._scheduler = scheduler  # the instance's one queue, slots and deadline
 
-    async def decode(self, req: SpeechToTextRequest) -> AsyncIterator[StreamItem]:
+    async def decode(
+        self, req: SpeechToTextRequest, ctx: RequestContext | None = None
+    ) -> AsyncIterator[StreamItem]:
         """A StreamStart, then segments as the engine finishes each one, then a DecodeEnd.
 
         Every check that can fail on the request or the file's start runs before the
@@ -77,7 +79,7 @@ class SpeechToText(TranscriptionService):
         opened = await anyio.to_thread.run_sync(
             open_audio, req.audio, self._settings.max_audio_seconds
         )
-        async with self._scheduler.admit(req.model.spec) as lease:
+        async with self._scheduler.admit(req.model.spec, ctx) as lease:
             engine = lease.engine
             check_language_support(req, engine)
             options = decode_options(req, self._settings)

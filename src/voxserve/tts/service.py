@@ -23,8 +23,9 @@ from voxserve.audio.encode import SPEECH_FORMATS, AudioEncoder
 from voxserve.config import Settings
 from voxserve.errors import Internal, ServiceError
 from voxserve.runtime.catalog import PublicModel
+from voxserve.runtime.context import RequestContext
 from voxserve.runtime.pool import ModelPool
-from voxserve.runtime.scheduler import Scheduler, SchedulerConfig
+from voxserve.runtime.scheduler import Scheduler
 from voxserve.tts.engine import SpeechEngine
 from voxserve.tts.models import speech_profile
 from voxserve.tts.text import approx_tokens, split_sentences
@@ -83,13 +84,10 @@ class SpeechStream:
 
 
 class TextToSpeech:
-    def __init__(
-        self, settings: Settings, pool: ModelPool, scheduler: Scheduler | None = None
-    ) -> None:
+    def __init__(self, settings: Settings, pool: ModelPool, scheduler: Scheduler) -> None:
         self._settings = settings
         self._pool = pool
-        # The server shares one scheduler (queue, slots, deadline); the CLI needs no limits.
-        self._scheduler = scheduler or Scheduler(pool, SchedulerConfig())
+        self._scheduler = scheduler  # the instance's one queue, slots and deadline
 
     async def engine(self, model: PublicModel) -> SpeechEngine:
         """The loaded engine, for a quick look (voices); speaking goes through `open`."""
@@ -107,10 +105,10 @@ class TextToSpeech:
         }.get(model.spec.options.get("engine"), {})
         return voice_map(engine.default_voice_map, configured)
 
-    async def open(self, req: SpeechRequest) -> SpeechStream:
+    async def open(self, req: SpeechRequest, ctx: RequestContext | None = None) -> SpeechStream:
         """Take a slot, load the engine and check the voice (errors raise here, before any
         byte is sent), then hand back the stream of encoded audio."""
-        chunks = self._speak(req)
+        chunks = self._speak(req, ctx)
         # The generator is started here, so the slot it holds is released by its `finally`
         # however the stream ends, even if the response never sends a byte.
         try:
@@ -128,9 +126,11 @@ class TextToSpeech:
             sse=req.stream_format == "sse" and speech_profile(req.model).sse,
         )
 
-    async def _speak(self, req: SpeechRequest) -> AsyncIterator[SynthesisStats | bytes]:
+    async def _speak(
+        self, req: SpeechRequest, ctx: RequestContext | None
+    ) -> AsyncIterator[SynthesisStats | bytes]:
         """Yields the request's SynthesisStats once it is admitted and ready, then its bytes."""
-        async with self._scheduler.admit(req.model.spec) as lease:
+        async with self._scheduler.admit(req.model.spec, ctx) as lease:
             engine: SpeechEngine = lease.engine
             voice = resolve_voice(
                 req.voice, speech_profile(req.model).voices, self.voice_map(req.model, engine),
