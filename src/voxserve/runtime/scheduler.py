@@ -108,12 +108,14 @@ class _Lane:
         self.waiters.append(waiter)
         self._depth.set(len(self.waiters))
         self._dispatch()
+        # The waiter is shielded, so only this coroutine (below) or `_dispatch` ever settles
+        # it: a cancelled caller cannot leave a dead waiter for `_dispatch` to grant a slot to.
         try:
             if deadline is None:
-                return await waiter
+                return await asyncio.shield(waiter)
             return await asyncio.wait_for(asyncio.shield(waiter), deadline - time.monotonic())
         except (asyncio.TimeoutError, asyncio.CancelledError) as exc:
-            if waiter.done() and not waiter.cancelled():
+            if waiter.done():
                 self.release(waiter.result())  # granted at the last moment: pass it on
             else:
                 waiter.cancel()
@@ -138,6 +140,8 @@ class _Lane:
         """Hand free slots to the oldest waiters."""
         while self.busy < self.slots and self.waiters:
             waiter = self.waiters.popleft()
+            if waiter.done():  # never expected (waiters are shielded); never grant to one
+                continue
             self._take()
             waiter.set_result(time.monotonic())
         self._depth.set(len(self.waiters))
