@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
@@ -72,7 +72,6 @@ class SpeechStream:
     stats: SynthesisStats
     input_tokens: int
     sse: bool = False
-    extra: dict = field(default_factory=dict)
 
     def usage(self) -> dict:
         output = math.ceil(self.stats.seconds * AUDIO_TOKENS_PER_SECOND)
