@@ -49,8 +49,8 @@ class DiarizedSpeechToText(TranscriptionService):
     async def decode(
         self, req: SpeechToTextRequest, ctx: RequestContext | None = None
     ) -> AsyncIterator[StreamItem]:
-        """A StreamStart, then speaker segments. Every check that can fail with a 400 runs
-        before the StreamStart (a stream can still answer with a plain HTTP error)."""
+        """A StreamStart, then speaker segments. Every check of the request and its audio
+        runs before the StreamStart (a door can still refuse the request as a whole)."""
         check_against_profile(req)
         check_known_speakers(req.diarize)
         audio = await anyio.to_thread.run_sync(

@@ -72,8 +72,8 @@ class SpeechToText(TranscriptionService):
         """A StreamStart, then segments as the engine finishes each one, then a DecodeEnd.
 
         Every check that can fail on the request or the file's start runs before the
-        StreamStart is yielded, so a caller that streams can still answer with a plain HTTP
-        error until then.
+        StreamStart is yielded, so a door that streams can still refuse the request as a
+        whole until then (over HTTP: a plain error response instead of an SSE error event).
         """
         check_against_profile(req)
         opened = await anyio.to_thread.run_sync(

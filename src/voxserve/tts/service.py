@@ -5,7 +5,7 @@ sentence, and each sentence's bytes are handed to the event loop as soon as they
 the client goes away the consumer stops and the worker stops after the sentence it is on.
 
 A speech request takes a slot in its model's lane (runtime.scheduler) like a transcription:
-a full queue is a 429, the request deadline a 504, and the slot (with the model, which the
+a full queue is `Busy`, the request deadline `TimedOut`, and the slot (with the model, which the
 pool must not unload while it speaks) is held until the last chunk is out.
 """
 
