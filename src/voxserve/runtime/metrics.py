@@ -46,7 +46,7 @@ class Metrics:
             registry=r,
         )
         self.rejected = Counter(
-            "voxserve_rejected", "Requests refused (Busy: HTTP 429) because the queue was full.", ["model"],
+            "voxserve_rejected", "Requests refused (429) because the queue was full.", ["model"],
             registry=r,
         )
         self.dropped = Counter(
