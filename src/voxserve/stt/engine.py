@@ -99,8 +99,8 @@ class SpeechToTextEngine(Protocol):
         """Tokens of `text` in the engine's vocabulary (for token-style usage)."""
 
     def detect_language(self, samples: np.ndarray) -> DecodeInfo:
-        """The spoken language of 16 kHz mono samples (called only when the request gave
-        none and the engine knows more than one language)."""
+        """The spoken language of 16 kHz mono samples (the pipeline asks only when the
+        request gave none and the engine knows more than one language)."""
 
     def transcribe(self, samples: np.ndarray, options: DecodeOptions) -> Iterator[Segment]:
         """Segments of 16 kHz mono samples, lazily, in order, with times in seconds from the

@@ -69,6 +69,8 @@ class WhisperEngine:
         return len(self._model.hf_tokenizer.encode(text, add_special_tokens=False).ids)
 
     def detect_language(self, samples: np.ndarray) -> DecodeInfo:
+        if self.capabilities.english_only:  # CTranslate2 refuses to ask an English model
+            return DecodeInfo("en", 1.0)
         language, probability, all_probs = self._model.detect_language(
             audio=samples, language_detection_segments=LANGUAGE_DETECTION_WINDOWS,
             language_detection_threshold=0.5,
