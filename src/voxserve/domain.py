@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 Task = Literal["transcribe", "translate"]
@@ -82,13 +82,3 @@ class Transcript:
         # They spell `text`, which loses Whisper's leading space.
         return without_leading_space(tuple(p for s in self.segments for p in s.logprobs))
 
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """One entry of `/v1/models`."""
-
-    id: str
-    created: int
-    owned_by: str
-    kind: Literal["stt", "tts", "diarize"] = "stt"
-    extra: dict = field(default_factory=dict)
