@@ -11,8 +11,8 @@ import httpx
 import openai
 import pytest
 from conftest import LiveServer, audio_path
-from recordings import recorded_body
 from joined_audio import english_clips, join_clips
+from recordings import recorded_body
 
 
 @pytest.fixture(scope="module")
