@@ -158,3 +158,26 @@ def test_speak_reports_what_it_wrote(tmp_path):
         stream = container.streams.audio[0]
         seconds = sum(f.samples for f in container.decode(stream)) / stream.codec_context.sample_rate
     assert float(match[3]) == pytest.approx(seconds, abs=0.01)
+
+
+def test_help_lists_every_command_and_serve_shows_its_defaults():
+    from typer.testing import CliRunner
+
+    from voxserve.cli import cli
+
+    runner = CliRunner()
+    top = runner.invoke(cli, ["--help"])
+    assert top.exit_code == 0
+    summary, listing = top.output.split("\nCommands:\n")
+    for command in ("serve", "transcribe", "speak", "models", "diarize-setup"):
+        assert command in summary, command
+        assert f"  {command} " in listing, command
+    assert "<bool>" not in top.output
+    for line in listing.splitlines():  # descriptions not cut off (`models` is not ours here)
+        assert not line.endswith("...") or line.strip().startswith("models"), line
+    serve = runner.invoke(cli, ["serve", "--help"]).output
+    for default in ("[default: 127.0.0.1; env VOXSERVE_HOST]", "[default: 8000; env VOXSERVE_PORT]",
+                    "[default: whisper-base; env VOXSERVE_STT_DEFAULT_MODEL]",
+                    "[default: 26214400; env VOXSERVE_MAX_UPLOAD_BYTES]"):
+        assert "".join(default.split()) in "".join(serve.split()), default  # wrapped anywhere
+    assert "<bool>" not in serve
