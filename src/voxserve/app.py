@@ -11,7 +11,7 @@ from functools import partial
 from fastapi import Depends, FastAPI
 
 from voxserve import __version__
-from voxserve.api import health, models, speech, transcriptions
+from voxserve.api import health, models, playground, speech, transcriptions
 from voxserve.api.auth import require_api_key
 from voxserve.api.errors import install_error_handlers
 from voxserve.api.middleware import (
@@ -38,7 +38,7 @@ log = logging.getLogger("voxserve")
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     app = FastAPI(
-        title="voxserve", version=__version__, docs_url="/docs", redoc_url=None,
+        title="voxserve", version=__version__, docs_url=None, redoc_url=None,  # /docs: playground
         lifespan=_lifespan,
     )
     catalog = Catalog(settings)
@@ -75,6 +75,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(models.router, dependencies=protected)
     app.include_router(transcriptions.router, dependencies=protected)
     app.include_router(speech.router, dependencies=protected)
+    # The browser playground and offline /docs; the pages are open, their data calls are not.
+    app.include_router(playground.router)
 
     app.add_middleware(UploadLimitMiddleware, max_bytes=settings.max_upload_bytes)
     app.add_middleware(AccessLogMiddleware, metrics=metrics)
