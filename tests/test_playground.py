@@ -238,6 +238,18 @@ def test_api_key_server_without_and_with_the_key(browser):
         context.close()
 
 
+def test_live_mode_says_why_it_cannot_start(page):
+    # This browser has no microphone (no fake device): the page says so instead of nothing.
+    open_tab(page, "live")
+    page.wait_for_selector("#live-models option", state="attached")
+    assert page.input_value("#live-model") == "whisper-base"
+    screenshot(page, "live")
+    page.click("#live-go")
+    error = page.wait_for_selector("#live-error:not([hidden])")
+    assert error.text_content().strip()
+    assert page.get_attribute("#live-go", "aria-pressed") == "false"
+
+
 def test_server_view_shows_loaded_models(page):
     open_tab(page, "server")
     page.wait_for_function("document.querySelector('#srv-status').textContent === 'ok'")
@@ -286,6 +298,17 @@ def test_docs_work_offline_and_describe_the_request_bodies(page, base_url):
     page.wait_for_selector(
         "#operations-default-create_speech_v1_audio_speech_post .opblock-section-request-body"
     )
+
+    # "Try it out" sends a real multipart request and shows the transcript.
+    op = page.locator("#operations-default-create_transcription_v1_audio_transcriptions_post")
+    op.locator("button.try-out__btn").click()
+    op.locator('input[type="file"]').set_input_files(str(audio_path("cards_001.wav")))
+    op.locator('tr[data-property-name="model"] input').fill("whisper-tiny.en")
+    op.locator("button.execute").click()
+    response = op.locator(".responses-table.live-responses-table .response")
+    response.first.wait_for()
+    assert response.first.locator(".response-col_status").text_content().strip().startswith("200")
+    assert "clubs" in op.locator(".live-responses-table").text_content().lower()
 
 
 def realtime_served(app) -> bool:

@@ -18,28 +18,32 @@ def _stt_properties(task: str) -> dict:
                  "description": "The audio: flac, mp3, mp4, mpeg, mpga, m4a, ogg, wav or webm."},
         "model": {"type": "string", "example": "whisper-1",
                   "description": "A speech-to-text model id from GET /v1/models."},
-        "prompt": {"type": "string", "description": "Text to guide the style or vocabulary."},
+        # Empty examples: Swagger UI pre-fills "string" otherwise, which the server refuses.
+        "prompt": {"type": "string", "example": "",
+                   "description": "Text to guide the style or vocabulary."},
         "response_format": {"type": "string", "enum": _STT_FORMATS, "default": "json"},
         "temperature": {"type": "number", "minimum": 0, "maximum": 1, "default": 0},
     }
     if task == "transcribe":
         properties.update({
-            "language": {"type": "string", "description": "ISO-639-1 code, e.g. en."},
+            "language": {"type": "string", "example": "",
+                         "description": "ISO-639-1 code, e.g. en; empty: detected."},
             "timestamp_granularities[]": {
                 "type": "array", "items": {"type": "string", "enum": ["word", "segment"]},
-                "description": "With response_format=verbose_json.",
+                "example": [], "description": "With response_format=verbose_json.",
             },
             "include[]": {
                 "type": "array",
                 "items": {"type": "string", "enum": ["logprobs", "language_probabilities"]},
+                "example": [],
             },
             "stream": {"type": "boolean", "default": False,
                        "description": "Server-sent events instead of one response."},
             "chunking_strategy": {"type": "string", "example": "auto"},
             "known_speaker_names[]": {"type": "array", "items": {"type": "string"},
-                                      "description": "Diarization models only."},
+                                      "example": [], "description": "Diarization models only."},
             "known_speaker_references[]": {
-                "type": "array", "items": {"type": "string"},
+                "type": "array", "items": {"type": "string"}, "example": [],
                 "description": "Data URLs of short samples, one per name (diarization only).",
             },
         })
@@ -86,7 +90,7 @@ SPEECH_BODY = {
                                   "example": "Hello from voxserve."},
                         "voice": {"type": "string", "example": "alloy",
                                   "description": "See GET /v1/audio/voices."},
-                        "instructions": {"type": "string"},
+                        "instructions": {"type": "string", "example": ""},
                         "response_format": {"type": "string", "enum": list(SPEECH_FORMATS),
                                             "default": "mp3"},
                         "speed": {"type": "number", "minimum": 0.25, "maximum": 4,

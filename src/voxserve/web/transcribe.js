@@ -32,12 +32,17 @@ function applyModel() {
   const translate = $("stt-task").querySelector('[value="translate"]');
   translate.disabled = !m.translations;
   if (!m.translations) $("stt-task").value = "transcribe";
-  $("stt-granularity").disabled = false;
-  for (const id of ["stt-ts-segment", "stt-ts-word"]) $(id).disabled = !m.timestamps;
   $("stt-stream").disabled = !m.stream;
   $("stt-stream-label").title = m.stream ? "" : "This model answers in one piece";
   $("stt-diarize").hidden = !m.diarize;
   applyTask();
+  applyFormat();
+}
+
+/** Timestamp granularities are a verbose_json option. */
+function applyFormat() {
+  const verbose = $("stt-format").value === "verbose_json" && model()?.timestamps;
+  for (const id of ["stt-ts-segment", "stt-ts-word"]) $(id).disabled = !verbose;
 }
 
 function applyTask() {
@@ -230,6 +235,7 @@ export function initTranscribe(onModels) {
   });
   $("stt-model").addEventListener("change", applyModel);
   $("stt-task").addEventListener("change", applyTask);
+  $("stt-format").addEventListener("change", applyFormat);
   $("stt-file").addEventListener("change", (e) => pickFile(e.target.files[0]));
   const drop = $("drop");
   drop.addEventListener("click", (e) => { if (e.target !== $("stt-file")) $("stt-file").click(); });
