@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from conftest import LiveServer, audio_path, reference_texts
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -16,7 +16,7 @@ from starlette.responses import FileResponse, HTMLResponse, RedirectResponse, Re
 
 from voxserve.api.auth import require_api_key
 from voxserve.diarize.wiring import is_diarization_model
-from voxserve.errors import APIError
+from voxserve.errors import NotFound, Unavailable
 from voxserve.stt.profiles import profile_for
 
 router = APIRouter(include_in_schema=False)
@@ -46,7 +46,7 @@ async def playground_file(name: str) -> FileResponse:
     path = WEB_DIR / name
     media_type = _WEB_TYPES.get(path.suffix)
     if media_type is None or "/" in name or not path.is_file():
-        raise APIError(f"Invalid URL (GET /playground/static/{name})", status=404)
+        raise NotFound(f"Invalid URL (GET /playground/static/{name})")
     return FileResponse(path, media_type=media_type, headers=_NO_CACHE)
 
 
@@ -80,13 +80,13 @@ async def docs(request: Request) -> HTMLResponse:
 @router.get("/docs/assets/{name}")
 async def docs_asset(name: str) -> Response:
     if name not in _SWAGGER_FILES:
-        raise APIError(f"Invalid URL (GET /docs/assets/{name})", status=404)
+        raise NotFound(f"Invalid URL (GET /docs/assets/{name})")
     try:
         from swagger_ui_bundle import swagger_ui_path
     except ImportError:
-        raise APIError(
+        raise Unavailable(
             "The API docs need the swagger-ui-bundle-v2 package (pip install "
-            "swagger-ui-bundle-v2).", status=404
+            "swagger-ui-bundle-v2)."
         ) from None
     return FileResponse(Path(str(swagger_ui_path)) / name)
 
