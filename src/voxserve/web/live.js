@@ -130,6 +130,9 @@ async function start() {
   socket.onopen = () => {
     socket.send(JSON.stringify({ type: "session.update", session: config }));
     context.createMediaStreamSource(stream).connect(capture);
+    // Chromium pulls audio only through nodes that reach the output; the capture node
+    // writes nothing to its output, so this plays silence.
+    capture.connect(context.destination);
     capture.port.onmessage = ({ data }) => {
       if (socket.readyState !== WebSocket.OPEN) return;
       const audio = bytesToBase64(new Uint8Array(data));

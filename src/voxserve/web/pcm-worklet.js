@@ -4,7 +4,8 @@
 class PcmCapture extends AudioWorkletProcessor {
   constructor() {
     super();
-    this.block = new Int16Array(sampleRate / 10);
+    this.size = sampleRate / 10;
+    this.block = new Int16Array(this.size);
     this.filled = 0;
   }
 
@@ -14,9 +15,10 @@ class PcmCapture extends AudioWorkletProcessor {
     for (let i = 0; i < channel.length; i++) {
       const s = Math.max(-1, Math.min(1, channel[i]));
       this.block[this.filled++] = s < 0 ? s * 0x8000 : s * 0x7fff;
-      if (this.filled === this.block.length) {
+      if (this.filled === this.size) {
+        // Transferred, not copied: the old block is detached, so a new one is made.
         this.port.postMessage(this.block.buffer, [this.block.buffer]);
-        this.block = new Int16Array(this.block.length);
+        this.block = new Int16Array(this.size);
         this.filled = 0;
       }
     }
