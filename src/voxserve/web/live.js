@@ -166,6 +166,10 @@ async function start() {
 }
 
 function release(s) {
+  // Turns the server never finished (the session ended first) would stay as empty rows.
+  for (const item of document.querySelectorAll("#live-turns li:not(.done)")) {
+    if (!item.textContent.trim()) item.remove();
+  }
   s.stream.getTracks().forEach((t) => t.stop());
   s.context.close().catch(() => {});
   s.player?.close();
