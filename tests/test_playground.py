@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from conftest import LiveServer, audio_path, reference_texts
+from recordings import recorded_body, shared_available
 
 CHROMIUM = Path("/usr/bin/chromium")
 BASE_FLAGS = [
@@ -136,6 +137,45 @@ def test_streamed_transcription_shows_the_final_text(page):
     assert "transcript.text.delta" in raw and "transcript.text.done" in raw
     heard = words(page.text_content("#stt-text"))
     assert {"ever", "tried", "failed", "better"} <= set(heard), heard
+
+
+def test_diarized_results_colour_speakers_and_send_known_speakers(page):
+    """The page's half of diarization: known speakers go out as OpenAI's fields, and OpenAI's
+    own diarized_json answer (a recording, standing in for the diarizer, whose weights need a
+    one-time torch conversion) comes back as a table with one colour per speaker."""
+    if not shared_available():
+        pytest.skip("the OpenAI recordings (../shared) are not here")
+    answer = recorded_body("DiarizedTranscriptionWithKnownSpeakersWorks")
+    sent: list[bytes] = []
+
+    def answer_with_recording(route):
+        sent.append(route.request.post_data_buffer)
+        route.fulfill(status=200, content_type="application/json", body=answer)
+
+    page.route("**/v1/audio/transcriptions", answer_with_recording)
+    page.wait_for_selector('#stt-model option[value="gpt-4o-transcribe-diarize"]', state="attached")
+    page.select_option("#stt-model", "gpt-4o-transcribe-diarize")
+    assert page.input_value("#stt-format") == "diarized_json"
+    page.set_input_files("#stt-file", str(audio_path("audio_meeting.wav")))
+    page.click("#add-speaker")
+    page.fill(".spk-name", "agent")
+    page.set_input_files(".spk-file", str(audio_path("audio_agent_reference.wav")))
+    page.click("#stt-go")
+    page.wait_for_function("document.querySelector('#stt-status').textContent.startsWith('Done')")
+
+    body = sent[0]
+    assert b'name="known_speaker_names[]"\r\n\r\nagent\r\n' in body
+    assert b'name="known_speaker_references[]"\r\n\r\ndata:audio/' in body
+    assert b'name="response_format"\r\n\r\ndiarized_json\r\n' in body
+    speakers = page.locator("#stt-segments tbody .spk")
+    assert speakers.all_text_contents() == ["agent", "A", "agent"]
+    classes = [speakers.nth(i).get_attribute("class") for i in range(3)]
+    assert classes[0] == classes[2] != classes[1]
+    with page.expect_download() as info:
+        page.click('[data-download="vtt"]')
+    vtt = Path(info.value.path()).read_text()
+    assert vtt.startswith("WEBVTT")
+    assert "00:00:01.650 --> 00:00:03.750\nA: Hi, I'm trying to enable diarization." in vtt
 
 
 def test_speak_plays_decodable_audio(page):
