@@ -363,7 +363,8 @@ def realtime_served(app) -> bool:
     return "/v1/realtime" in set(route_paths(app.routes))
 
 
-def test_live_transcription_from_a_fake_microphone(playwright, server, tmp_path):
+@pytest.mark.parametrize("keyed", [False, True], ids=["open", "api-key"])
+def test_live_transcription_from_a_fake_microphone(playwright, server, tmp_path, keyed):
     if not realtime_served(server.app):
         pytest.skip("realtime endpoint not in this build")
     # Chromium loops the file: a pause after the sentence lets the server's VAD end the turn.
@@ -376,24 +377,35 @@ def test_live_transcription_from_a_fake_microphone(playwright, server, tmp_path)
         playwright, "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
         f"--use-file-for-fake-audio-capture={clip}",
     )
+    keyed_server = LiveServer(api_keys=[API_KEY]) if keyed else None
     try:
+        live = keyed_server.__enter__() if keyed_server else server
         context = mic.new_context(permissions=["microphone"])
         page = context.new_page()
-        watch = Offline(page, server.base_url)
-        page.goto(server.base_url + "/#live")
+        watch = Offline(page, live.base_url)
+        secrets = []
+        page.on("request", lambda r: secrets.append(r) if "client_secrets" in r.url else None)
+        page.goto(live.base_url + "/#live")
+        if keyed:  # the key reaches the WebSocket as an ephemeral secret (a subprotocol)
+            page.fill("#api-key", API_KEY)
+            page.press("#api-key", "Enter")
         page.wait_for_selector("#live-models option", state="attached")
         page.fill("#live-model", "whisper-tiny.en")
         page.click("#live-go")
         page.wait_for_function(
             "[...document.querySelectorAll('#live-turns .firm')]"
-            ".some(el => /gregson/i.test(el.textContent))",
-            timeout=60_000,
+            ".some(el => /turned sharply.*table/i.test(el.textContent))",
+            timeout=90_000,
         )
         assert page.is_hidden("#live-error")
+        assert len(secrets) == (1 if keyed else 0)
         page.click("#live-go")
         page.wait_for_function("document.querySelector('#live-status').textContent === 'Stopped.'")
-        screenshot(page, "live")
+        if not keyed:
+            screenshot(page, "live")
         watch.check()
         context.close()
     finally:
         mic.close()
+        if keyed_server:
+            keyed_server.__exit__(None, None, None)
