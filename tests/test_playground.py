@@ -268,6 +268,17 @@ def test_api_key_server_without_and_with_the_key(browser):
         assert page.input_value("#api-key") == API_KEY
         page.wait_for_selector('#stt-model option[value="whisper-tiny.en"]', state="attached")
 
+        # /docs in the same tab sends that key with "Try it out".
+        page.click("a[href='/docs']")
+        op = page.locator("#operations-default-list_models_v1_models_get")
+        op.locator(".opblock-summary").click()
+        op.locator("button.try-out__btn").click()
+        op.locator("button.execute").click()
+        status = op.locator(".live-responses-table .response .response-col_status").first
+        status.wait_for()
+        assert status.text_content().strip().startswith("200")
+        page.goto(keyed.base_url + "/playground")  # Swagger deep links add history entries
+
         # A wrong key gets the server's own 401 text.
         page.fill("#api-key", "sk-wrong-key-1234567890")
         page.press("#api-key", "Enter")

@@ -109,6 +109,12 @@ window.ui = SwaggerUIBundle({
   dom_id: "#swagger-ui",
   deepLinking: true,
   presets: [SwaggerUIBundle.presets.apis],
+  // The playground's key (same tab): "Try it out" works on a server with API keys too.
+  requestInterceptor: (req) => {
+    const key = sessionStorage.getItem("voxserve.apiKey");
+    if (key && !req.headers.Authorization) req.headers.Authorization = "Bearer " + key;
+    return req;
+  },
 });
 </script>
 </body>
