@@ -131,8 +131,19 @@ def test_streamed_transcription_shows_the_final_text(page):
     page.set_input_files("#stt-file", str(audio_path("beckett.wav")))
     page.select_option("#stt-format", "json")
     page.check("#stt-stream")
+    # Every text the page shows, with the status beside it at that moment.
+    page.evaluate("""() => {
+        window.seen = [];
+        const text = document.querySelector('#stt-text');
+        const status = document.querySelector('#stt-status');
+        new MutationObserver(() => window.seen.push([status.textContent, text.textContent]))
+            .observe(text, {childList: true, characterData: true, subtree: true});
+    }""")
     page.click("#stt-go")
     page.wait_for_function("document.querySelector('#stt-status').textContent.startsWith('Done')")
+    # The deltas were shown while decoding went on, not only once the response was complete.
+    seen = page.evaluate("window.seen")
+    assert any(s.startswith("Decoding") and "tried" in t.lower() for s, t in seen), seen
     raw = page.text_content("#stt-raw")
     assert "transcript.text.delta" in raw and "transcript.text.done" in raw
     heard = words(page.text_content("#stt-text"))

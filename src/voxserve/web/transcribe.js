@@ -99,11 +99,12 @@ async function buildForm() {
   return { form, streaming, path: translating ? "translations" : "transcriptions", format };
 }
 
-/** Events of a server-sent-events body so far; `seen` counts the ones already handled. */
+/** The complete events of a server-sent-events body so far (OpenAI frames them with CRLF). */
 function sseEvents(text) {
+  const blocks = text.split(/\r?\n\r?\n/);
+  blocks.pop(); // what follows the last blank line is incomplete (or empty)
   const events = [];
-  const complete = text.slice(0, text.lastIndexOf("\n\n") + 2);
-  for (const block of complete.split(/\r?\n\r?\n/)) {
+  for (const block of blocks) {
     const data = block.split(/\r?\n/).filter((l) => l.startsWith("data:"))
       .map((l) => l.slice(5).trim()).join("\n");
     if (data && data !== "[DONE]") events.push(JSON.parse(data));
