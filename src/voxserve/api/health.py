@@ -1,25 +1,16 @@
-"""Liveness (`/health`), readiness (`/ready`), Prometheus metrics (`/metrics`) and a pointer at
-`/` to the API's documentation, all open without an API key: they are for people, load
-balancers and scrapers, and reveal no transcripts."""
+"""Liveness (`/health`), readiness (`/ready`) and Prometheus metrics (`/metrics`), all open
+without an API key: they are for load balancers and scrapers, and reveal no transcripts."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from voxserve import __version__
 from voxserve.api.errors import error_response
 from voxserve.errors import Unavailable
 from voxserve.runtime.metrics import CONTENT_TYPE
 
 router = APIRouter()
-
-
-@router.get("/", include_in_schema=False)
-async def root() -> dict:
-    """What answers at the base URL: a browser or curl learns where the API is described."""
-    return {"name": "voxserve", "version": __version__, "docs": "/docs",
-            "openapi": "/openapi.json", "api": "/v1"}
 
 
 @router.get("/health")
