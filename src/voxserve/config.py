@@ -104,6 +104,8 @@ class RaySettings(BaseSettings):
     # The ingress (the HTTP surface): replicas and CPUs of each.
     ingress_replicas: int = Field(1, ge=1)
     ingress_num_cpus: float = Field(0.25, ge=0)
+    # HTTP requests (streams included) one ingress replica holds at once.
+    ingress_max_ongoing_requests: int = Field(1000, ge=1)
     # How often the ingress retries a call whose replica died before it sent anything.
     retries: int = Field(2, ge=0)
     # Where Serve runs its HTTP proxy: "HeadOnly" or "EveryNode".
