@@ -21,6 +21,7 @@ from voxserve.runtime.scheduler import SchedulerConfig
 log = logging.getLogger("voxserve.cluster")
 
 INGRESS_NAME = "ingress"
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def replica_settings(settings: Settings, model_id: str) -> Settings:
@@ -101,10 +102,16 @@ def serve_on_ray(settings: Settings, address: str | None) -> None:
     running on this machine); none starts a local cluster that lives as long as this command.
     On a cluster the deployment outlives the command (`serve shutdown` removes it)."""
     local = address is None
+    options: dict = {}
+    # On loopback this process must be a loopback node too, or Ray would register it under
+    # the machine's outward address, which a loopback cluster does not reach.
+    host = settings.host if local else address.rsplit(":", 1)[0]
+    if host in LOOPBACK:
+        options["_node_ip_address"] = "127.0.0.1"
     if local:
-        ray.init(include_dashboard=False)
+        ray.init(include_dashboard=False, **options)
     else:
-        ray.init(address=address)
+        ray.init(address=address, **options)
     deploy(settings)
     log.info("voxserve serving on Ray at http://%s:%d", settings.host, settings.port)
     try:

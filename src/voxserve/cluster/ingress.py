@@ -4,10 +4,11 @@ speech services replaced by proxies onto the model deployments and `/health`, `/
 
 from __future__ import annotations
 
-import asyncio
 import logging
+import os
 
 import anyio
+import ray
 from fastapi import FastAPI, Request
 from ray import serve
 from ray.serve.handle import DeploymentHandle
@@ -26,9 +27,8 @@ from voxserve.runtime.metrics import CONTENT_TYPE
 
 log = logging.getLogger("voxserve.cluster")
 
-# /metrics asks a deployment this many times per replica to reach each one (the router
-# picks replicas at random, and a replica cannot be addressed by name).
-METRICS_TRIES_PER_REPLICA = 4
+# /health and /metrics ask a deployment up to this many times per replica to reach each one.
+SAMPLES_PER_REPLICA = 4
 
 
 class IngressServer:
@@ -80,54 +80,57 @@ class ClusterView:
         if app is None:
             return {}
         return {
-            name: {"status": str(d.status.value), "replicas": dict(d.replica_states)}
+            name: {
+                "status": str(getattr(d.status, "value", d.status)),
+                "replicas": {str(getattr(k, "value", k)): n for k, n in d.replica_states.items()},
+            }
             for name, d in app.deployments.items()
         }
 
-    async def replica_health(self) -> list[dict]:
-        """One replica's own report per model (the router picks which)."""
-        async def one(remote: RemoteModel) -> dict:
-            try:
-                return await remote.call("health")
-            except APIError as exc:
-                return {"model": remote.model_id, "error": exc.message}
-        return list(await asyncio.gather(*(one(r) for r in self.models.values())))
-
-    async def replica_metrics(self, replicas: dict[str, int]) -> list[tuple[dict, bytes]]:
-        parts: dict[str, tuple[dict, bytes]] = {}
+    async def each_replica(self, method: str, replicas: dict[str, int]) -> list[dict]:
+        """`method`'s answer from every running replica of every model, as far as the router
+        lets us reach them (it picks replicas at random; a replica cannot be addressed)."""
+        answers: dict[str, dict] = {}
         for model_id, remote in self.models.items():
             wanted = max(1, replicas.get(model_id, 1))
             seen: set[str] = set()
-            for _ in range(wanted * METRICS_TRIES_PER_REPLICA):
+            for _ in range(wanted * SAMPLES_PER_REPLICA):
                 try:
-                    replica, text = await remote.call("metrics")
-                except APIError:
+                    answer = await remote.call(method)
+                except APIError as exc:
+                    answers[f"{model_id}:error"] = {"model": model_id, "error": exc.message}
                     break
-                seen.add(replica)
-                parts[replica] = ({"deployment": model_id, "replica": replica}, text)
+                seen.add(answer["replica"])
+                answers[answer["replica"]] = {"model": model_id, **answer}
                 if len(seen) >= wanted:
                     break
-        return list(parts.values())
+        return list(answers.values())
 
-
-def _running(deployment: dict) -> int:
-    return int(deployment["replicas"].get("RUNNING", 0))
+    async def running_replicas(self) -> tuple[dict[str, dict], dict[str, int]]:
+        deployments = await self.deployments()
+        counts = {
+            m: int(deployments.get(deployment_name(m), {}).get("replicas", {}).get("RUNNING", 0))
+            for m in self.models
+        }
+        return deployments, counts
 
 
 async def cluster_health(request: Request) -> dict:
     cluster: ClusterView = request.app.state.cluster
-    deployments, replicas = await asyncio.gather(
-        cluster.deployments(), cluster.replica_health()
-    )
-    return {"status": "ok", "deployments": deployments, "replicas": replicas}
+    deployments, counts = await cluster.running_replicas()
+    replicas = await cluster.each_replica("health", counts)
+    context = serve.get_replica_context()
+    ingress = {"replica": context.replica_id.unique_id if context else "local",
+               "pid": os.getpid(), "node": ray.get_runtime_context().get_node_id()}
+    return {"status": "ok", "ingress": ingress, "deployments": deployments,
+            "replicas": replicas}
 
 
 async def cluster_ready(request: Request) -> Response | dict:
     """200 once every model deployment has a running replica; 503 until then."""
     cluster: ClusterView = request.app.state.cluster
-    deployments = await cluster.deployments()
-    missing = [m for m in cluster.models
-               if _running(deployments.get(deployment_name(m), {"replicas": {}})) == 0]
+    deployments, counts = await cluster.running_replicas()
+    missing = [m for m, n in counts.items() if n == 0]
     if not missing:
         return {"status": "ready", "deployments": deployments}
     return error_response(
@@ -138,12 +141,13 @@ async def cluster_ready(request: Request) -> Response | dict:
 
 async def cluster_metrics(request: Request) -> Response:
     cluster: ClusterView = request.app.state.cluster
-    deployments = await cluster.deployments()
-    counts = {m: _running(deployments.get(deployment_name(m), {"replicas": {}}))
-              for m in cluster.models}
+    _, counts = await cluster.running_replicas()
     context = serve.get_replica_context()
     ingress = context.replica_id.unique_id if context else "local"
     parts = [({"deployment": "ingress", "replica": ingress},
               request.app.state.metrics.exposition())]
-    parts += await cluster.replica_metrics(counts)
+    for answer in await cluster.each_replica("metrics", counts):
+        if "exposition" in answer:
+            parts.append(({"deployment": answer["model"], "replica": answer["replica"]},
+                          answer["exposition"]))
     return Response(merge_expositions(parts), media_type=CONTENT_TYPE)

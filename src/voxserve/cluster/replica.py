@@ -116,12 +116,12 @@ class ModelServer:
             "model": self.model_id,
             "replica": self.replica,
             "node": self.node,
-            "pid": os.getpid(),
+            "pid": os.getpid(),  # the fault tests kill it
             "loaded_models": self._services.pool.loaded_ids(),
             "busy_workers": active_workers(),
             "busy_slots": scheduler.busy(self.model_id),
             "queued": scheduler.queued(self.model_id),
         }
 
-    async def metrics(self) -> tuple[str, bytes]:
-        return self.replica, self._services.metrics.exposition()
+    async def metrics(self) -> dict:
+        return {"replica": self.replica, "exposition": self._services.metrics.exposition()}

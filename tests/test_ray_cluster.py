@@ -1,0 +1,296 @@
+"""voxserve on a local two-node Ray cluster (`voxserve serve --ray ADDRESS`), through the SDK.
+
+One cluster for the module: a head node and a second `ray start` node process on loopback, one
+CPU each, both started here with free ports and torn down here (only these processes, by
+process group; never a machine-wide `ray stop`). Deployed by the CLI: whisper-tiny.en with two
+replicas (one per node), whisper-base (for the one translation) and Piper, each with a slice
+of the CPUs, and the ingress.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+import openai
+import pytest
+from conftest import MODEL_CACHE, audio_path, free_port, reference_texts
+from joined_audio import join_clips, wav_bytes
+
+pytest.importorskip(
+    "ray.serve", reason="the Ray cluster tests need the ray extra: pip install 'voxserve[ray]'"
+)
+
+from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
+
+from voxserve.audio.decode import SAMPLE_RATE, decode_audio  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+RAY = Path(sys.executable).with_name("ray")
+# A bound on waiting for the cluster to change state: generous, only so that a broken cluster
+# fails the test instead of hanging it.
+PATIENCE = 300
+WHISPER = "whisper-tiny.en"
+SENTENCES = [f"This is sentence number {n} of a long text to read aloud." for n in range(60)]
+
+
+def _wait(condition, what: str, patience: float = PATIENCE):
+    end = time.monotonic() + patience
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > end:
+            raise AssertionError(f"gave up waiting for {what}")
+        time.sleep(0.2)
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+class LocalRayCluster:
+    """`ray start --block` processes (head, then a second node) on 127.0.0.1, each in a
+    process group of its own so that teardown ends exactly them and what they started."""
+
+    def __init__(self, temp_dir: Path, env: dict[str, str]) -> None:
+        self.gcs_port = free_port()
+        self.address = f"127.0.0.1:{self.gcs_port}"
+        self.temp_dir = temp_dir
+        self.env = env
+        self.processes: list[subprocess.Popen] = []
+
+    def _node_args(self) -> list[str]:
+        # Two nodes on one machine must not share any of Ray's fixed default ports.
+        return [
+            "--block", "--node-ip-address=127.0.0.1", "--num-cpus=1", "--disable-usage-stats",
+            f"--node-manager-port={free_port()}", f"--object-manager-port={free_port()}",
+            f"--dashboard-agent-grpc-port={free_port()}",
+            f"--dashboard-agent-listen-port={free_port()}",
+            f"--metrics-export-port={free_port()}", f"--runtime-env-agent-port={free_port()}",
+            f"--temp-dir={self.temp_dir}",
+        ]
+
+    def _start(self, args: list[str], log_name: str) -> None:
+        log = open(self.temp_dir.parent / log_name, "wb")  # noqa: SIM115 (kept for the run)
+        self.processes.append(subprocess.Popen(
+            [str(RAY), "start", *args, *self._node_args()], env=self.env, stdout=log,
+            stderr=subprocess.STDOUT, start_new_session=True,
+        ))
+
+    def start(self) -> None:
+        self._start(
+            ["--head", f"--port={self.gcs_port}", "--include-dashboard=false",
+             f"--ray-client-server-port={free_port()}"], "head.log",
+        )
+        _wait(lambda: _port_open(self.gcs_port), "the head node's GCS", 120)
+        self._start([f"--address={self.address}"], "node2.log")
+
+    def stop(self) -> None:
+        for process in reversed(self.processes):
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)  # `ray start --block` stops its children
+        for process in reversed(self.processes):
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                pass
+            try:  # whatever outlived it in its process group (workers)
+                os.killpg(process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+class Deployment:
+    def __init__(self, cluster: LocalRayCluster, port: int, process: subprocess.Popen) -> None:
+        self.cluster = cluster
+        self.base_url = f"http://127.0.0.1:{port}"
+        self.process = process
+
+    def get(self, path: str) -> httpx.Response:
+        return httpx.get(f"{self.base_url}{path}", timeout=60)
+
+    def health(self) -> dict:
+        return self.get("/health").json()
+
+    def replicas(self, model: str) -> list[dict]:
+        return [r for r in self.health()["replicas"] if r.get("model") == model and "pid" in r]
+
+    def sdk(self, max_retries: int = 0) -> openai.OpenAI:
+        return openai.OpenAI(
+            base_url=f"{self.base_url}/v1", api_key="test", max_retries=max_retries, timeout=300
+        )
+
+
+@pytest.fixture(scope="module")
+def ray_serve(tmp_path_factory) -> Iterator[Deployment]:
+    base = tmp_path_factory.mktemp("ray")
+    temp_dir = Path(f"/tmp/vxray{os.getpid()}")  # short: Ray's socket paths have a length limit
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT / "tests")]),
+        "HF_HUB_OFFLINE": "1",
+        "RAY_USAGE_STATS_ENABLED": "0",
+        # Ray's Python side then takes loopback as this machine's address (its agents bind it).
+        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+        "VOXSERVE_HOST": "127.0.0.1",
+        "VOXSERVE_CACHE_DIR": str(MODEL_CACHE),
+        "VOXSERVE_HF_OFFLINE": "true",
+        "VOXSERVE_STT_DEFAULT_MODEL": WHISPER,
+        "VOXSERVE_RAY_MODELS": f"{WHISPER},whisper-base,piper",
+        "VOXSERVE_RAY_REPLICAS": f"{WHISPER}=2,*=1",
+        # Two Whisper replicas cannot share a node: 0.5 CPU each, at most one per node.
+        "VOXSERVE_RAY_NUM_CPUS": f"{WHISPER}=0.5,*=0.2",
+        "VOXSERVE_RAY_MAX_REPLICAS_PER_NODE": "1",
+        "VOXSERVE_RAY_INGRESS_NUM_CPUS": "0.1",
+        # Small enough for the backpressure test to reach Ray's own limit.
+        "VOXSERVE_RAY_MAX_ONGOING_REQUESTS": "2",
+        "VOXSERVE_RAY_MAX_QUEUED_REQUESTS": "2",
+    }
+    cluster = LocalRayCluster(temp_dir, env)
+    process = None
+    try:
+        cluster.start()
+        port = free_port()
+        process = subprocess.Popen(
+            [sys.executable, "-m", "voxserve", "serve", "--ray", cluster.address,
+             "--port", str(port), "--log-level", "warning"],
+            env=env, stdout=open(base / "serve.log", "wb"), stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deployment = Deployment(cluster, port, process)
+
+        def ready() -> bool:
+            assert process.poll() is None, (base / "serve.log").read_text()[-3000:]
+            try:
+                return deployment.get("/ready").status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        _wait(ready, "the deployment to be ready")
+        yield deployment
+    finally:
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+        cluster.stop()
+
+
+def _clip(name: str) -> tuple[str, bytes]:
+    return name, audio_path(name).read_bytes()
+
+
+def _words(text: str) -> list[str]:
+    return [w.strip(".,!?;:'\"").lower() for w in text.split() if w.strip(".,!?;:'\"")]
+
+
+def _matches(text: str, reference: str) -> bool:
+    """Most of the reference's words, in the transcript (tiny.en is not perfect)."""
+    got, want = set(_words(text)), _words(reference)
+    return sum(w in got for w in want) >= 0.7 * len(want)
+
+
+# --- the OpenAI surface through the cluster --------------------------------------------------
+
+
+def test_models_list_what_the_cluster_serves(ray_serve):
+    with ray_serve.sdk() as client:
+        ids = {m.id for m in client.models.list()}
+        assert {WHISPER, "whisper-base", "piper", "whisper-1", "tts-1"} <= ids
+        assert "kokoro" not in ids  # installed, but not deployed
+        with pytest.raises(openai.NotFoundError) as err:
+            client.audio.speech.create(model="kokoro", voice="alloy", input="Hello.")
+    assert err.value.body["code"] == "model_not_found"
+
+
+def test_transcription(ray_serve):
+    name = "sense_and_sensibility_01_austen_64kb-0870.wav"
+    with ray_serve.sdk() as client:
+        result = client.audio.transcriptions.create(model="whisper-1", file=_clip(name))
+    assert _matches(result.text, reference_texts()[name])
+
+
+def test_translation_with_a_multilingual_model(ray_serve):
+    french = decode_audio(audio_path("audio_french.wav").read_bytes())[: 12 * SAMPLE_RATE]
+    with ray_serve.sdk() as client:
+        result = client.audio.translations.create(
+            model="whisper-base", file=("fr.wav", wav_bytes(french))
+        )
+    words = _words(result.text)
+    assert len(words) >= 5
+    assert not {"le", "la", "les", "est", "des", "une", "nous"} & set(words)
+
+
+def test_streamed_transcription_leaves_before_the_work_is_done(ray_serve):
+    names = [n for n in reference_texts() if n.startswith("sense_and")]
+    joined = join_clips(names * 2)
+    arrivals = []
+    started = time.monotonic()
+    with ray_serve.sdk() as client:
+        stream = client.audio.transcriptions.create(
+            model="gpt-4o-mini-transcribe", file=("long.wav", joined.wav), stream=True
+        )
+        for event in stream:
+            arrivals.append((time.monotonic() - started, event))
+    deltas = [e for _, e in arrivals if e.type == "transcript.text.delta"]
+    done_at, done = arrivals[-1]
+    assert done.type == "transcript.text.done"
+    assert len(deltas) > 3
+    assert "".join(d.delta for d in deltas) == done.text
+    # Token usage needs the replica's token counts, sent after the last segment.
+    assert done.usage.output_tokens > 10 and done.usage.input_tokens > 0
+    assert arrivals[0][0] < done_at / 2, (arrivals[0][0], done_at)
+
+
+def test_speech_streams_and_round_trips(ray_serve):
+    text = " ".join(SENTENCES[:6])
+    arrivals = []
+    started = time.monotonic()
+    with ray_serve.sdk() as client:
+        with client.audio.speech.with_streaming_response.create(
+            model="tts-1", voice="alloy", input=text, response_format="wav"
+        ) as response:
+            assert response.headers["content-type"] == "audio/wav"
+            for chunk in response.iter_bytes():
+                arrivals.append((time.monotonic() - started, chunk))
+        audio = b"".join(c for _, c in arrivals)
+        assert len(arrivals) > 2
+        assert arrivals[0][0] < arrivals[-1][0] / 2
+        heard = client.audio.transcriptions.create(model=WHISPER, file=("s.wav", audio)).text
+    assert _matches(heard, " ".join(SENTENCES[:6]))
+
+
+def test_speech_sse_usage_counts_the_remote_audio(ray_serve):
+    body = {"model": "piper", "voice": "alloy", "input": "Hello there. How are you?",
+            "stream_format": "sse"}
+    response = httpx.post(f"{ray_serve.base_url}/v1/audio/speech", json=body, timeout=120)
+    events = [json.loads(line[6:]) for line in response.text.splitlines()
+              if line.startswith("data: ") and line != "data: [DONE]"]
+    assert events[0]["type"] == "speech.audio.delta"
+    assert events[-1]["type"] == "speech.audio.done"
+    assert events[-1]["usage"]["output_tokens"] > 10
+
+
+def test_errors_from_a_replica_keep_openai_envelope(ray_serve):
+    with ray_serve.sdk() as client, pytest.raises(openai.BadRequestError) as err:
+        client.audio.translations.create(model=WHISPER, file=_clip("cards_001.wav"))
+    assert err.value.body["code"] == "unsupported_value"
+    assert err.value.body["param"] == "model"
+    assert "English-only" in err.value.body["message"]
