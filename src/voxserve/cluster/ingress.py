@@ -13,7 +13,6 @@ from fastapi import FastAPI, Request
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 from starlette.responses import Response
-from starlette.routing import Route
 
 from voxserve.api.errors import error_response
 from voxserve.app import create_app
@@ -60,10 +59,10 @@ def build_ingress_app(settings: Settings, handles: dict[str, DeploymentHandle]) 
 
 
 def _replace_route(app: FastAPI, path: str, endpoint) -> None:
-    app.router.routes[:] = [
-        r for r in app.router.routes if not (isinstance(r, Route) and r.path == path)
-    ]
+    """Put a route for `path` ahead of the one `create_app` included (routes match in order;
+    included routers cannot be edited in place)."""
     app.add_api_route(path, endpoint, methods=["GET"], response_model=None)
+    app.router.routes.insert(0, app.router.routes.pop())
 
 
 class ClusterView:
