@@ -88,6 +88,12 @@ def build_application(settings: Settings) -> Application:
     return ingress.bind(settings, handles)
 
 
+def app_builder(args: dict) -> Application:
+    """For Serve's `import_path` (a KubeRay RayService's serveConfigV2, `serve run`): settings
+    from the environment of the cluster's pods, with the config's `args` on top."""
+    return build_application(Settings(**args))
+
+
 def deploy(settings: Settings) -> None:
     """Start Serve's HTTP proxy on the settings' host and port and deploy (Ray connected)."""
     serve.start(
