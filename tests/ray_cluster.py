@@ -13,8 +13,6 @@ import sys
 import time
 from pathlib import Path
 
-RAY = Path(sys.executable).with_name("ray")
-
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -36,16 +34,33 @@ def loopback_env(**extra: str) -> dict[str, str]:
     }
 
 
-# `ray start` for the second node. Ray keeps loopback addresses only while it believes it is
-# single-node (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0; otherwise it rewrites 127.0.0.1 to the
-# machine's outward address and binds its agents there), and then its CLI refuses to add a
-# node: this lifts that one refusal, in the CLI's own view of the flag only.
-_WORKER_NODE_START = (
-    "import sys, types; import ray._private.ray_constants as constants; "
-    "import ray.scripts.scripts as cli; "
-    "cli.ray_constants = types.SimpleNamespace(**{**vars(constants), 'ENABLE_RAY_CLUSTER': True}); "
-    "sys.argv = ['ray', *sys.argv[1:]]; cli.main()"
-)
+# `ray start`, with two adjustments for one busy machine (test and benchmark harness only):
+# - Ray keeps loopback addresses only while it believes it is single-node
+#   (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0; otherwise it rewrites 127.0.0.1 to the machine's
+#   outward address and binds its agents there), and then its CLI refuses to add a node: the
+#   refusal is lifted in the CLI's own view of the flag only.
+# - A raylet gives up (and aborts) when its dashboard agent has not reported its HTTP port
+#   within a fixed 15 s, which a loaded machine misses; the port is given to the raylet
+#   up front instead, as the other agent ports are by their `ray start` options.
+_NODE_START = """
+import sys, types
+import ray._private.ray_constants as constants
+import ray._private.services as services
+import ray.scripts.scripts as cli
+
+cli.ray_constants = types.SimpleNamespace(**{**vars(constants), "ENABLE_RAY_CLUSTER": True})
+listen = next(a.split("=", 1)[1] for a in sys.argv if a.startswith("--dashboard-agent-listen-port="))
+start_ray_process = services.start_ray_process
+
+def start_with_listen_port(command, process_type, *args, **kwargs):
+    if process_type == constants.PROCESS_TYPE_RAYLET:
+        command = [*command, f"--dashboard_agent_listen_port={listen}"]
+    return start_ray_process(command, process_type, *args, **kwargs)
+
+services.start_ray_process = start_with_listen_port
+sys.argv = ["ray", *sys.argv[1:]]
+cli.main()
+"""
 
 
 class LocalRayCluster:
@@ -74,10 +89,11 @@ class LocalRayCluster:
             f"--temp-dir={self.temp_dir}",
         ]
 
-    def _start(self, command: list[str], args: list[str], log_name: str) -> None:
+    def _start(self, args: list[str], log_name: str) -> None:
         log = open(self.logs / log_name, "wb")  # noqa: SIM115 (open while the node runs)
         self.processes.append(subprocess.Popen(
-            [*command, "start", *args, *self._node_args()], env=self.env, stdout=log,
+            [sys.executable, "-c", _NODE_START, "start", *args, *self._node_args()],
+            env=self.env, stdout=log,
             stderr=subprocess.STDOUT, start_new_session=True,
         ))
 
@@ -85,16 +101,13 @@ class LocalRayCluster:
         # One node at a time: a node whose agents start slowly (a busy machine) is given up
         # by its raylet after a fixed wait.
         self._start(
-            [str(RAY)], ["--head", f"--port={self.gcs_port}", "--include-dashboard=false",
+            ["--head", f"--port={self.gcs_port}", "--include-dashboard=false",
                          f"--ray-client-server-port={free_port()}"], "head.log",
         )
         self._wait_started("head.log")
         for attempt in range(3):  # that wait can still run out on a very busy machine
             log_name = f"node2-{attempt}.log"
-            self._start(
-                [sys.executable, "-c", _WORKER_NODE_START], [f"--address={self.address}"],
-                log_name,
-            )
+            self._start([f"--address={self.address}"], log_name)
             try:
                 return self._wait_started(log_name)
             except RuntimeError:
