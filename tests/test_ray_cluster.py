@@ -181,7 +181,7 @@ def test_streamed_transcription_leaves_before_the_work_is_done(ray_serve):
     assert all(d.type == "transcript.text.delta" for d in deltas) and len(deltas) > 3
     assert done.type == "transcript.text.done"
     assert "".join(d.delta for d in deltas) == done.text
-    # Token usage needs the replica's token counts, sent after the last segment.
+    # The usage is counted on the replica; it crosses with the stream's last item.
     assert done.usage.output_tokens > 10 and done.usage.input_tokens > 0
 
 

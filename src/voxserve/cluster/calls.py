@@ -1,6 +1,6 @@
 """Calls from the ingress to a model deployment: unary or streamed, with the cluster's promises.
 
-- Errors cross intact (`faults.to_api_error`): the HTTP edge renders them as on one machine.
+- Errors cross intact (`faults.to_service_error`): the HTTP edge renders them as on one machine.
 - A call whose replica died before it sent anything is made again (the router picks a live
   replica, or waits for Ray to restart one), up to `retries` times; after the first item has
   been passed on, the client gets the 503 instead (its SDK retries it), never a mix of two
@@ -17,7 +17,7 @@ from typing import Any
 
 from ray.serve.handle import DeploymentHandle
 
-from voxserve.cluster.faults import replica_lost, to_api_error
+from voxserve.cluster.faults import replica_lost, to_service_error
 
 log = logging.getLogger("voxserve.cluster")
 
@@ -42,7 +42,7 @@ class RemoteModel:
                 if replica_lost(exc) and attempt < self._retries:
                     log.warning("%s.%s: replica lost, retrying (%s)", self.model_id, method, exc)
                     continue
-                raise to_api_error(exc, self.model_id) from None
+                raise to_service_error(exc, self.model_id) from None
         raise AssertionError("unreachable")
 
     async def stream(self, method: str, *args: Any) -> AsyncIterator[Any]:
@@ -64,7 +64,7 @@ class RemoteModel:
                 if not received and replica_lost(exc) and attempt < self._retries:
                     log.warning("%s.%s: replica lost, retrying (%s)", self.model_id, method, exc)
                     continue
-                raise to_api_error(exc, self.model_id) from None
+                raise to_service_error(exc, self.model_id) from None
             finally:
                 if not finished:  # the consumer left: stop the work on the replica
                     responses.cancel()

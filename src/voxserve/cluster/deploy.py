@@ -11,12 +11,11 @@ from ray import serve
 from ray.serve import Application
 
 from voxserve.cluster.ingress import IngressServer
-from voxserve.cluster.local import build_local_services
 from voxserve.cluster.replica import ModelServer
 from voxserve.cluster.served import deployment_name, served_models
 from voxserve.config import Settings
 from voxserve.runtime.catalog import ModelSpec
-from voxserve.runtime.scheduler import SchedulerConfig
+from voxserve.services import build_services
 
 log = logging.getLogger("voxserve.cluster")
 
@@ -37,10 +36,11 @@ def replica_settings(settings: Settings, model_id: str) -> Settings:
 def model_deployment_options(settings: Settings, spec: ModelSpec) -> dict:
     ray_settings = settings.ray
     model_id = spec.id
-    local = replica_settings(settings, model_id)
-    max_ongoing = ray_settings.max_ongoing_requests or (
-        SchedulerConfig.from_settings(local).slots_for(spec) + settings.max_queue
-    )
+    max_ongoing = ray_settings.max_ongoing_requests
+    if not max_ongoing:  # what the replica's own scheduler takes: its slots and its queue
+        local = build_services(replica_settings(settings, model_id))
+        max_ongoing = local.scheduler.config.slots_for(spec) + settings.max_queue
+        local.close()
     options: dict = {
         "name": deployment_name(model_id),
         "ray_actor_options": {
@@ -69,7 +69,9 @@ def model_deployment_options(settings: Settings, spec: ModelSpec) -> dict:
 
 def build_application(settings: Settings) -> Application:
     """One deployment per served model and the ingress bound to their handles."""
-    catalog = build_local_services(settings).catalog
+    local = build_services(settings)
+    catalog = local.catalog
+    local.close()
     handles = {}
     for model_id in served_models(settings, catalog):
         spec = catalog.spec(model_id)

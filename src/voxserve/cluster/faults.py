@@ -1,9 +1,10 @@
-"""How Ray's failures reach a client: as voxserve's own errors, in OpenAI's envelope.
+"""How Ray's failures reach a client: as voxserve's own errors (the doors render them).
 
-A replica raises voxserve's errors (pickled by Ray, wrapped in `RayTaskError`): they are
-unwrapped and pass unchanged. Ray's own failures are translated: the router's backpressure
-becomes OpenAI's 429 with `Retry-After`, a replica that died or vanished a 503 that the SDK
-retries, a cancelled call a 499, anything else a 500.
+A replica raises the core's `ServiceError`s (pickled by Ray, wrapped in `RayTaskError`): they
+are unwrapped and pass unchanged. Ray's own failures are translated: the router's backpressure
+becomes `Busy` (OpenAI's 429 with `Retry-After`), a replica that died or vanished
+`Unavailable` (a 503, which the SDK retries), a cancelled call `ClientGone`, anything else
+`Internal`.
 """
 
 from __future__ import annotations
@@ -14,8 +15,14 @@ import math
 from ray import exceptions as ray_errors
 from ray.serve import exceptions as serve_errors
 
-from voxserve.errors import APIError, server_error
-from voxserve.runtime.scheduler import MAX_RETRY_AFTER, client_closed, server_busy
+from voxserve.errors import (
+    ServiceError,
+    Unavailable,
+    client_closed,
+    server_busy,
+    server_error,
+)
+from voxserve.runtime.scheduler import MAX_RETRY_AFTER
 
 log = logging.getLogger("voxserve.cluster")
 
@@ -45,10 +52,10 @@ def replica_lost(exc: BaseException) -> bool:
     return isinstance(unwrap(exc), REPLICA_LOST)
 
 
-def to_api_error(exc: BaseException, model_id: str) -> APIError:
-    """The APIError a client sees for an exception out of a deployment call."""
+def to_service_error(exc: BaseException, model_id: str) -> ServiceError:
+    """The error a client sees for an exception out of a deployment call."""
     cause = unwrap(exc)
-    if isinstance(cause, APIError):
+    if isinstance(cause, ServiceError):
         return cause
     if isinstance(cause, serve_errors.BackPressureError):
         wait = cause.retry_after_s or 1
@@ -56,11 +63,10 @@ def to_api_error(exc: BaseException, model_id: str) -> APIError:
         return server_busy(model_id, cause.args[0] if cause.args else 0, retry_after)
     if isinstance(cause, REPLICA_LOST):
         log.warning("a replica serving %s was lost: %s", model_id, cause)
-        return APIError(
+        return Unavailable(
             f"The replica serving model '{model_id}' stopped while working on this request. "
             "Please retry.",
-            status=503, type="server_error", code="replica_unavailable",
-            headers={"retry-after": "1", "x-should-retry": "true"},
+            code="replica_unavailable",
         )
     if isinstance(cause, ray_errors.TaskCancelledError):
         return client_closed()

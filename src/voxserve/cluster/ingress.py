@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import replace
 
 import anyio
 import ray
@@ -21,8 +22,9 @@ from voxserve.cluster.metrics import merge_expositions
 from voxserve.cluster.proxies import RemoteModels, RemoteSpeechToText, RemoteTextToSpeech
 from voxserve.cluster.served import ServedCatalog, deployment_name
 from voxserve.config import Settings
-from voxserve.errors import APIError
+from voxserve.errors import ServiceError, Unavailable
 from voxserve.runtime.metrics import CONTENT_TYPE
+from voxserve.services import build_services
 
 log = logging.getLogger("voxserve.cluster")
 
@@ -44,13 +46,15 @@ class IngressServer:
 
 def build_ingress_app(settings: Settings, handles: dict[str, DeploymentHandle]) -> FastAPI:
     # Models are loaded by their deployments, never here.
-    app = create_app(settings.model_copy(update={"preload": []}))
+    local = build_services(settings.model_copy(update={"preload": []}))
     remote = {m: RemoteModel(m, h, settings.ray.retries) for m, h in handles.items()}
     models = RemoteModels(remote)
-    app.state.catalog = ServedCatalog(app.state.catalog, list(remote))
-    app.state.stt = RemoteSpeechToText(models)
-    app.state.diarized_stt = RemoteSpeechToText(models, diarized=True)
-    app.state.tts = RemoteTextToSpeech(models)
+    stt = RemoteSpeechToText(models)
+    services = replace(
+        local, catalog=ServedCatalog(local.catalog, list(remote)), stt=stt, diarized_stt=stt,
+        tts=RemoteTextToSpeech(models),
+    )
+    app = create_app(services=services)
     app.state.cluster = ClusterView(settings.ray.app_name, remote)
     _replace_route(app, "/health", cluster_health)
     _replace_route(app, "/ready", cluster_ready)
@@ -96,7 +100,7 @@ class ClusterView:
             for _ in range(wanted * SAMPLES_PER_REPLICA):
                 try:
                     answer = await remote.call(method)
-                except APIError as exc:
+                except ServiceError as exc:
                     answers[f"{model_id}:error"] = {"model": model_id, "error": exc.message}
                     break
                 seen.add(answer["replica"])
@@ -133,8 +137,7 @@ async def cluster_ready(request: Request) -> Response | dict:
     if not missing:
         return {"status": "ready", "deployments": deployments}
     return error_response(
-        APIError(f"Not ready: no running replica for {', '.join(missing)}.", status=503,
-                 type="server_error", code="not_ready", headers={"retry-after": "1"})
+        Unavailable(f"Not ready: no running replica for {', '.join(missing)}.", code="not_ready")
     )
 
 

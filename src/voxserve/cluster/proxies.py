@@ -9,66 +9,52 @@ from contextlib import aclosing
 
 from voxserve.cluster.calls import RemoteModel
 from voxserve.cluster.served import serving_model
-from voxserve.cluster.wire import (
-    Call,
-    EngineVoices,
-    RemoteStart,
-    RemoteTokenCounter,
-    SpeechHead,
-    SpeechTail,
-    TokenCounts,
-)
+from voxserve.cluster.wire import Call, EngineVoices, SpeechHead, SpeechTail
 from voxserve.domain import Transcript
 from voxserve.errors import model_not_found
 from voxserve.runtime.catalog import ModelSpec, PublicModel
-from voxserve.runtime.context import current_request
+from voxserve.runtime.context import RequestContext
 from voxserve.stt.request import SpeechToTextRequest
-from voxserve.stt.service import StreamItem, StreamStart, TranscriptionService
+from voxserve.stt.service import StreamItem, TranscriptionService
 from voxserve.tts.service import SpeechRequest, SpeechStream, SynthesisStats
 
 
 class RemoteModels:
-    """The model deployments by model id, and the call context of the current request."""
+    """The model deployments by model id."""
 
     def __init__(self, models: dict[str, RemoteModel]) -> None:
         self.models = models
 
-    def for_spec(self, spec: ModelSpec) -> RemoteModel:
-        model_id = serving_model(spec)
-        remote = self.models.get(model_id)
+    def for_spec(self, spec: ModelSpec, ctx: RequestContext | None) -> RemoteModel:
+        remote = self.models.get(serving_model(spec))
         if remote is None:  # the served catalog lets only deployed models through
             raise model_not_found(spec.id)
-        ctx = current_request.get()
         if ctx is not None:
-            ctx.model = spec.id
+            ctx.model = spec.id  # for the access log, as the local scheduler would
         return remote
-
-    @staticmethod
-    def call() -> Call:
-        return Call.from_context(current_request.get())
 
 
 class RemoteSpeechToText(TranscriptionService):
-    def __init__(self, models: RemoteModels, diarized: bool = False) -> None:
-        self._models = models
-        self._diarized = diarized
+    """Transcriptions, translations and diarized transcriptions: the replica of the request's
+    model picks its own pipeline."""
 
-    async def decode(self, req: SpeechToTextRequest) -> AsyncIterator[StreamItem]:
-        remote = self._models.for_spec(req.model.spec)
-        counter = RemoteTokenCounter()
-        items = remote.stream("decode", req, self._models.call(), self._diarized)
+    def __init__(self, models: RemoteModels) -> None:
+        self._models = models
+
+    async def decode(
+        self, req: SpeechToTextRequest, ctx: RequestContext | None = None
+    ) -> AsyncIterator[StreamItem]:
+        remote = self._models.for_spec(req.model.spec, ctx)
+        items = remote.stream("decode", req, Call.from_context(ctx))
         async with aclosing(items):
             async for item in items:
-                if isinstance(item, RemoteStart):
-                    yield StreamStart(item.info, counter)  # type: ignore[arg-type]
-                elif isinstance(item, TokenCounts):
-                    counter.counts.update(item.counts)
-                else:
-                    yield item
+                yield item
 
-    async def transcribe(self, req: SpeechToTextRequest) -> Transcript:
-        remote = self._models.for_spec(req.model.spec)
-        return await remote.call("transcribe", req, self._models.call(), self._diarized)
+    async def transcribe(
+        self, req: SpeechToTextRequest, ctx: RequestContext | None = None
+    ) -> Transcript:
+        remote = self._models.for_spec(req.model.spec, ctx)
+        return await remote.call("transcribe", req, Call.from_context(ctx))
 
 
 class RemoteTextToSpeech:
@@ -76,14 +62,14 @@ class RemoteTextToSpeech:
         self._models = models
 
     async def engine(self, model: PublicModel) -> EngineVoices:
-        return await self._models.for_spec(model.spec).call("voices", model)
+        return await self._models.for_spec(model.spec, None).call("voices", model)
 
     def voice_map(self, model: PublicModel, engine: EngineVoices) -> dict[str, str]:
         return engine.mapping
 
-    async def open(self, req: SpeechRequest) -> SpeechStream:
-        remote = self._models.for_spec(req.model.spec)
-        items = remote.stream("speak", req, self._models.call())
+    async def open(self, req: SpeechRequest, ctx: RequestContext | None = None) -> SpeechStream:
+        remote = self._models.for_spec(req.model.spec, ctx)
+        items = remote.stream("speak", req, Call.from_context(ctx))
         try:
             head = await anext(items)  # errors up to here are plain HTTP errors
         except BaseException:

@@ -1,59 +1,30 @@
-"""The records that cross between the ingress and the model replicas (pickled by Ray).
-
-Engines stay on their replica: a stream's `StreamStart` carries the loaded engine, used by
-`build_transcript` to count tokens, so the replica sends `RemoteStart` instead and, after the
-last segment, the token counts the ingress will ask for (`TokenCounts`).
-"""
+"""The records that cross between the ingress and the model replicas (pickled by Ray), beside
+the core's own (requests, stream items, transcripts, errors), which cross as they are."""
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from voxserve.runtime.context import RequestContext
-from voxserve.stt.engine import DecodeInfo
 
 
 @dataclass(frozen=True)
 class Call:
-    """What a replica needs of the HTTP request: its id, and how long ago it arrived (clocks
-    differ between machines, an age does not), so its deadline counts from the arrival."""
+    """What a replica needs of the caller's context: the request id, and how long ago the
+    request arrived (clocks differ between machines, an age does not), so that its deadline
+    counts from the arrival at the ingress."""
 
     request_id: str
     age: float
 
     @classmethod
     def from_context(cls, ctx: RequestContext | None) -> Call:
-        if ctx is None:
-            return cls("req_unknown", 0.0)
+        ctx = ctx or RequestContext()
         return cls(ctx.request_id, time.monotonic() - ctx.started)
 
     def context(self) -> RequestContext:
         return RequestContext(self.request_id, started=time.monotonic() - self.age)
-
-
-@dataclass(frozen=True)
-class RemoteStart:
-    info: DecodeInfo
-    replica: str  # which replica serves the stream (tests and logs read it)
-
-
-@dataclass(frozen=True)
-class TokenCounts:
-    """Tokens of the texts `build_transcript` counts: the prompt and the final text."""
-
-    counts: dict[str, int]
-
-
-@dataclass
-class RemoteTokenCounter:
-    """Stands in for the engine in a `StreamStart` on the ingress: answers `count_tokens` from
-    the counts the replica sent once the stream had ended."""
-
-    counts: dict[str, int] = field(default_factory=dict)
-
-    def count_tokens(self, text: str) -> int:
-        return self.counts[text]
 
 
 @dataclass(frozen=True)
