@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -125,6 +126,7 @@ def ray_rows(args, jobs) -> list[dict]:
         if process is not None:
             stop_process(process)
         cluster.stop()
+        shutil.rmtree(cluster.temp_dir, ignore_errors=True)
     return rows
 
 
