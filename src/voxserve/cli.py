@@ -52,11 +52,13 @@ def serve(
     api_key: list[str] | None = typer.Option(None, help="Accepted API key, repeatable"),
     max_upload_bytes: int | None = typer.Option(None, help="Upload size limit in bytes"),
     log_level: str | None = typer.Option(None, help="debug, info, warning, error"),
+    ray: str | None = typer.Option(
+        None, "--ray", flag_value="local", is_flag=False, metavar="[ADDRESS]",
+        help="Serve on a Ray cluster at ADDRESS ('auto': the one on this machine); "
+        "alone: start a local one (needs the ray extra; VOXSERVE_RAY_* settings)",
+    ),
 ) -> None:
     """Start the OpenAI-compatible server."""
-    import uvicorn
-
-    from voxserve.app import create_app
 
     settings = _settings(
         host=host, port=port, device=device, compute_type=compute_type, cpu_threads=threads,
@@ -66,6 +68,15 @@ def serve(
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
     )
+    if ray is not None:
+        from voxserve.cluster.deploy import serve_on_ray
+
+        serve_on_ray(settings, None if ray == "local" else ray)
+        return
+    import uvicorn
+
+    from voxserve.app import create_app
+
     uvicorn.run(
         create_app(settings), host=settings.host, port=settings.port,
         log_level=settings.log_level.lower(),
