@@ -11,7 +11,7 @@ from functools import partial
 from fastapi import Depends, FastAPI
 
 from voxserve import __version__
-from voxserve.api import health, models, speech, transcriptions
+from voxserve.api import health, models, realtime, speech, transcriptions
 from voxserve.api.auth import require_api_key
 from voxserve.api.errors import install_error_handlers
 from voxserve.api.middleware import (
@@ -22,6 +22,7 @@ from voxserve.api.middleware import (
 from voxserve.config import Settings
 from voxserve.diarize import wiring as diarize_wiring
 from voxserve.diarize.service import DiarizedSpeechToText
+from voxserve.realtime.hub import RealtimeHub
 from voxserve.runtime.catalog import Catalog, ModelSpec
 from voxserve.runtime.metrics import Metrics
 from voxserve.runtime.pool import ModelPool, PoolLimits
@@ -75,6 +76,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(models.router, dependencies=protected)
     app.include_router(transcriptions.router, dependencies=protected)
     app.include_router(speech.router, dependencies=protected)
+    # Realtime transcription sessions (voxserve.realtime): the WebSocket authenticates itself.
+    app.state.realtime = RealtimeHub(settings, catalog, scheduler)
+    app.include_router(realtime.router)
+    app.include_router(realtime.secrets_router, dependencies=protected)
 
     app.add_middleware(UploadLimitMiddleware, max_bytes=settings.max_upload_bytes)
     app.add_middleware(AccessLogMiddleware, metrics=metrics)
