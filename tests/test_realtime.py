@@ -4,7 +4,6 @@ client (sync and async) and a raw `websockets` client, over loopback, with real 
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import time
 from collections.abc import Iterator
@@ -125,8 +124,8 @@ def test_sdk_sync_vad_turns_match_file_endpoint(sdk, live):
     started = [e for e in events if e.type == "input_audio_buffer.speech_started"]
     stopped = [e for e in events if e.type == "input_audio_buffer.speech_stopped"]
     assert [e.item_id for e in started] == [e.item_id for e in stopped]
-    assert all(a.audio_start_ms < b.audio_end_ms for a, b in zip(started, stopped))
-    assert all(b.audio_end_ms < a.audio_start_ms for a, b in zip(started[1:], stopped))
+    assert all(a.audio_start_ms < b.audio_end_ms for a, b in zip(started, stopped, strict=True))
+    assert all(b.audio_end_ms < a.audio_start_ms for a, b in zip(started[1:], stopped, strict=False))
 
 
 async def test_sdk_async_manual_commit_in_g711(live):
