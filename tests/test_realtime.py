@@ -205,3 +205,162 @@ async def test_live_deltas_arrive_while_speaking(live):
     assert transcripts[0].startswith("".join(live_deltas))
     reference = " ".join(normalize(reference_texts()[n]) for n in names)
     assert jiwer.wer(reference, normalize(" ".join(transcripts))) <= 0.25
+
+
+async def _recv(ws, kind: str | None = None) -> dict:
+    """The next event (of `kind`, skipping others)."""
+    while True:
+        event = json.loads(await asyncio.wait_for(ws.recv(), 120))
+        if kind is None or event["type"] == kind:
+            return event
+
+
+async def test_every_bad_input_is_an_error_event_and_the_session_goes_on(live):
+    headers = {"Authorization": f"Bearer {KEY}"}
+    async with websockets.connect(ws_url(live), additional_headers=headers, max_size=None) as ws:
+        assert (await _recv(ws))["type"] == "session.created"
+        too_big = "A" * (15 * 2**20 + 4)
+        bad = [
+            ("not json at all", "invalid_json", None),
+            (json.dumps({"type": "response.create", "event_id": "e1"}), "invalid_value", "type"),
+            (json.dumps({"type": "transcription_session.update", "event_id": "e2"}),
+             "beta_api_not_supported", None),
+            (json.dumps({"type": "input_audio_buffer.append", "audio": "%%%notbase64", "event_id": "e3"}),
+             "invalid_value", "audio"),
+            (json.dumps({"type": "input_audio_buffer.append", "event_id": "e4"}),
+             "missing_required_parameter", "audio"),
+            (json.dumps({"type": "session.update", "event_id": "e5",
+                         "session": session_update(format={"type": "audio/wav"})}),
+             "invalid_value", "session.audio.input.format.type"),
+            (json.dumps({"type": "session.update", "event_id": "e6",
+                         "session": session_update(format={"type": "audio/pcm", "rate": 16000})}),
+             "invalid_value", "session.audio.input.format.rate"),
+            (json.dumps({"type": "input_audio_buffer.append", "audio": too_big, "event_id": "e7"}),
+             "string_above_max_length", "audio"),
+            (json.dumps({"type": "input_audio_buffer.commit", "event_id": "e8"}),
+             "input_audio_buffer_commit_empty", None),
+            (json.dumps({"type": "session.update", "event_id": "e9",
+                         "session": session_update(transcription={"model": "no-such-model"})}),
+             "invalid_value", "session.audio.input.transcription.model"),
+            (json.dumps({"type": "session.update", "event_id": "e10",
+                         "session": session_update(transcription={"model": "whisper-1", "language": "xx"})}),
+             "invalid_value", "session.audio.input.transcription.language"),
+        ]
+        for message, code, param in bad:
+            await ws.send(message)
+            event = await _recv(ws)
+            assert event["type"] == "error", event
+            error = event["error"]
+            assert (error["code"], error["param"]) == (code, param), error
+            assert error["message"] and error["type"] == "invalid_request_error"
+            sent_id = json.loads(message).get("event_id") if message.startswith("{") else None
+            assert error["event_id"] == sent_id
+        errors = {e[1] for e in bad}
+        assert "input_audio_buffer_commit_empty" in errors
+        # Nothing above changed the session: it still transcribes.
+        await ws.send(json.dumps({"type": "session.update", "session": session_update(
+            turn_detection=None, transcription={"model": "whisper-1", "language": "en"})}))
+        updated = await _recv(ws, "session.updated")
+        assert updated["session"]["audio"]["input"]["format"] == {"type": "audio/pcm", "rate": 24000}
+        for piece in chunks(pcm24(speech("goforward.wav", tail=0.3))):
+            await ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": piece}))
+        await ws.send(json.dumps({"type": "input_audio_buffer.commit"}))
+        completed = await _recv(ws, "conversation.item.input_audio_transcription.completed")
+        assert normalize(completed["transcript"]) == normalize(reference_texts()["goforward.wav"])
+
+
+async def test_clear_drops_uncommitted_audio(live):
+    headers = {"Authorization": f"Bearer {KEY}"}
+    async with websockets.connect(ws_url(live), additional_headers=headers) as ws:
+        await _recv(ws, "session.created")
+        await ws.send(json.dumps({"type": "session.update", "session": session_update(turn_detection=None)}))
+        await _recv(ws, "session.updated")
+        for piece in chunks(pcm24(speech("cards_001.wav"))):
+            await ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": piece}))
+        await ws.send(json.dumps({"type": "input_audio_buffer.clear", "event_id": "c1"}))
+        assert (await _recv(ws))["type"] == "input_audio_buffer.cleared"
+        await ws.send(json.dumps({"type": "input_audio_buffer.commit", "event_id": "c2"}))
+        error = (await _recv(ws))["error"]
+        assert error["code"] == "input_audio_buffer_commit_empty" and error["event_id"] == "c2"
+
+
+async def _refusal(url: str, **kwargs) -> tuple[dict, int, str]:
+    async with websockets.connect(url, **kwargs) as ws:
+        event = json.loads(await asyncio.wait_for(ws.recv(), 30))
+        with pytest.raises(websockets.ConnectionClosed):
+            await asyncio.wait_for(ws.recv(), 30)
+        return event, ws.close_code, ws.close_reason
+
+
+async def test_auth_by_header_subprotocol_and_ephemeral_secret(live, sdk):
+    url = ws_url(live)
+    event, code, reason = await _refusal(url)
+    assert event["type"] == "error" and event["error"]["message"].startswith("You didn't provide an API key")
+    assert code == 1008
+    event, code, reason = await _refusal(url, additional_headers={"Authorization": "Bearer wrong-key-123456"})
+    assert event["error"]["code"] == "invalid_api_key" and reason == "invalid_api_key"
+    assert event["error"]["message"].startswith("Incorrect API key provided: wrong-ke***3456")
+    event, code, _ = await _refusal(url, subprotocols=["realtime", "openai-insecure-api-key.nope"])
+    assert event["error"]["code"] == "invalid_api_key"
+    # The browser way: the key as a subprotocol.
+    async with websockets.connect(url, subprotocols=["realtime", f"openai-insecure-api-key.{KEY}"]) as ws:
+        assert ws.subprotocol == "realtime"
+        assert (await _recv(ws))["type"] == "session.created"
+    # An ephemeral secret, bound to the session it was made for.
+    secret = sdk.realtime.client_secrets.create(
+        expires_after={"anchor": "created_at", "seconds": 60},
+        session={"type": "transcription", "audio": {"input": {
+            "turn_detection": None, "transcription": {"model": "whisper-1", "language": "en"}}}},
+    )
+    assert secret.value.startswith("ek_") and secret.expires_at > time.time()
+    assert secret.session.type == "transcription"
+    async with websockets.connect(url, subprotocols=["realtime", f"openai-insecure-api-key.{secret.value}"]) as ws:
+        created = await _recv(ws)
+        assert created["session"]["audio"]["input"]["turn_detection"] is None
+        assert created["session"]["audio"]["input"]["transcription"]["language"] == "en"
+    async with websockets.connect(url, additional_headers={"Authorization": f"Bearer {secret.value}"}) as ws:
+        assert (await _recv(ws))["type"] == "session.created"
+    event, _, _ = await _refusal(url, subprotocols=["realtime", "openai-insecure-api-key.ek_forged"])
+    assert event["error"]["code"] == "invalid_api_key"
+
+
+async def test_connect_time_refusals_use_openai_wording(live):
+    auth = {"Authorization": f"Bearer {KEY}"}
+    event, code, _ = await _refusal(ws_url(live, "intent=transcription&model=whisper-1"), additional_headers=auth)
+    assert event["error"]["message"] == "You must not provide a model parameter for transcription sessions."
+    event, _, _ = await _refusal(ws_url(live), additional_headers={**auth, "OpenAI-Beta": "realtime=v1"})
+    assert event["error"]["message"] == (
+        "The Realtime Beta API is no longer supported. Please use /v1/realtime for the GA API.")
+    event, _, _ = await _refusal(ws_url(live, "model=gpt-realtime"), additional_headers=auth)
+    assert event["error"]["param"] == "intent"
+
+
+async def test_session_limit_and_disconnect_mid_turn_frees_everything(live):
+    """Three sessions at most (this server's limit): the fourth is refused; a client that
+    leaves in the middle of a turn frees its session and its decode slot at once."""
+    hub, scheduler = live.app.state.realtime, live.app.state.scheduler
+    auth = {"Authorization": f"Bearer {KEY}"}
+    url = ws_url(live)
+    open_sockets = [await websockets.connect(url, additional_headers=auth) for _ in range(3)]
+    try:
+        for ws in open_sockets:
+            await _recv(ws, "session.created")
+        event, code, _ = await _refusal(url, additional_headers=auth)
+        assert event["error"]["code"] == "session_limit_reached" and code == 1013
+        talker = open_sockets[0]
+        audio = pcm24(speech(CLIPS[0], tail=0.0))
+        for piece in chunks(audio[: len(audio) * 2 // 3]):
+            await talker.send(json.dumps({"type": "input_audio_buffer.append", "audio": piece}))
+        await _recv(talker, "input_audio_buffer.speech_started")
+        await talker.close()
+
+        async def freed() -> None:
+            while hub.active != 2 or scheduler.busy("whisper-tiny.en"):
+                await asyncio.sleep(0.05)
+
+        await asyncio.wait_for(freed(), 60)
+        async with websockets.connect(url, additional_headers=auth) as ws:
+            assert (await _recv(ws))["type"] == "session.created"
+    finally:
+        for ws in open_sockets:
+            await ws.close()
