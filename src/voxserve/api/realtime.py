@@ -19,7 +19,13 @@ from fastapi import APIRouter, Request, WebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from voxserve.api.auth import MISSING_KEY, mask_key, presented_key
-from voxserve.errors import APIError, number_out_of_range
+from voxserve.errors import (
+    InvalidInput,
+    ServiceError,
+    Unauthorized,
+    Unavailable,
+    number_out_of_range,
+)
 from voxserve.realtime.events import error_event
 from voxserve.realtime.hub import (
     SECRET_DEFAULT_SECONDS,
@@ -41,7 +47,7 @@ secrets_router = APIRouter()  # behind the usual API-key dependency
 
 
 class _Refused(Exception):
-    def __init__(self, error: APIError, close_code: int = POLICY) -> None:
+    def __init__(self, error: ServiceError, close_code: int = POLICY) -> None:
         self.error, self.close_code = error, close_code
 
 
@@ -58,7 +64,7 @@ async def realtime(ws: WebSocket) -> None:
     except _Refused as refused:
         await _refuse(ws, refused.error, refused.close_code)
         return
-    except APIError as error:
+    except Unavailable as error:
         await _refuse(ws, error, TRY_LATER)
         return
     try:
@@ -79,7 +85,7 @@ async def _serve(ws: WebSocket, session: TranscriptionSession, max_seconds: floa
         if tasks[2] in done:
             minutes = max_seconds / 60
             shown = f"{minutes:g} minutes" if minutes >= 1 else f"{max_seconds:g} seconds"
-            await _refuse(ws, APIError(
+            await _refuse(ws, InvalidInput(
                 f"Your session hit the maximum duration of {shown}.", code="session_expired"
             ), 1000)
     finally:
@@ -111,7 +117,7 @@ async def _write(ws: WebSocket, session: TranscriptionSession) -> None:
         return
 
 
-async def _refuse(ws: WebSocket, error: APIError, code: int) -> None:
+async def _refuse(ws: WebSocket, error: ServiceError, code: int) -> None:
     with suppress(Exception):
         await ws.send_text(json.dumps(error_event(error)))
         reason = (error.code or error.type)[:120]
@@ -131,21 +137,20 @@ def _authenticate(ws: WebSocket, hub: RealtimeHub, offered: list[str]) -> dict |
         session = hub.secrets.session_for(key)
         if session is not None:
             return session
-        raise _Refused(APIError(
+        raise _Refused(Unauthorized(
             "The ephemeral client secret is invalid or has expired. Create a new one with "
-            "POST /v1/realtime/client_secrets.", type="invalid_request_error",
-            code="invalid_api_key",
+            "POST /v1/realtime/client_secrets.", code="invalid_api_key",
         ))
     keys = hub.settings.api_keys
     if not keys:
         return None
     if key is None:
-        raise _Refused(APIError(MISSING_KEY, code="missing_api_key"))
+        raise _Refused(Unauthorized(MISSING_KEY))
     matched = False
     for known in keys:  # every key compared in full: timing says nothing about which
         matched |= hmac.compare_digest(key.encode(), known.encode())
     if not matched:
-        raise _Refused(APIError(
+        raise _Refused(Unauthorized(
             f"Incorrect API key provided: {mask_key(key)}. You can find your API key at "
             "https://platform.openai.com/account/api-keys.",
             code="invalid_api_key",
@@ -156,19 +161,19 @@ def _authenticate(ws: WebSocket, hub: RealtimeHub, offered: list[str]) -> dict |
 def _check_connect(ws: WebSocket) -> None:
     query = ws.query_params
     if "realtime=v1" in (ws.headers.get("openai-beta") or "").replace(" ", ""):
-        raise _Refused(APIError(
+        raise _Refused(InvalidInput(
             "The Realtime Beta API is no longer supported. Please use /v1/realtime for the GA "
             "API.", code="beta_api_not_supported",
         ))
     intent = query.get("intent")
     if intent == "transcription":
         if "model" in query:
-            raise _Refused(APIError(
+            raise _Refused(InvalidInput(
                 "You must not provide a model parameter for transcription sessions.",
                 param="model", code="invalid_value",
             ))
         return
-    raise _Refused(APIError(
+    raise _Refused(InvalidInput(
         "This server offers realtime transcription sessions only: connect to "
         "/v1/realtime?intent=transcription.",
         param="intent", code="unsupported_value",
@@ -181,19 +186,19 @@ async def create_client_secret(request: Request) -> dict:
     try:
         body = json.loads(await request.body() or b"{}")
     except ValueError:
-        raise APIError(
+        raise InvalidInput(
             "We could not parse the JSON body of your request. (HINT: This likely means you "
             "aren't using your HTTP library correctly. The OpenAI API expects a JSON payload, "
             "but what was sent was not valid JSON.)", code="invalid_json",
         ) from None
     if not isinstance(body, dict):
-        raise APIError("The request body must be a JSON object.", code="invalid_value")
+        raise InvalidInput("The request body must be a JSON object.", code="invalid_value")
     seconds = SECRET_DEFAULT_SECONDS
     expires = body.get("expires_after") or {}
     if isinstance(expires, dict) and expires.get("seconds") is not None:
         seconds = expires["seconds"]
         if not isinstance(seconds, int) or isinstance(seconds, bool):
-            raise APIError("Invalid type for 'expires_after.seconds': expected an integer.",
+            raise InvalidInput("Invalid type for 'expires_after.seconds': expected an integer.",
                            param="expires_after.seconds", code="invalid_type")
         low, high = SECRET_SECONDS
         if not low <= seconds <= high:

@@ -17,8 +17,9 @@ from voxserve.config import Settings
 from voxserve.diarize.assign import split_by_speaker
 from voxserve.diarize.pipeline import Diarizer, KnownSpeaker, Turn
 from voxserve.diarize.references import ReferenceAudio, check_known_speakers, decode_references
-from voxserve.errors import APIError
+from voxserve.errors import Internal, InvalidInput
 from voxserve.runtime.catalog import Catalog, ModelSpec
+from voxserve.runtime.context import RequestContext
 from voxserve.runtime.pool import ModelPool
 from voxserve.runtime.scheduler import Scheduler
 from voxserve.stt.engine import DecodeEnd, DecodeInfo
@@ -45,9 +46,11 @@ class DiarizedSpeechToText(TranscriptionService):
         # Admission goes through the Whisper model's lane: it is the engine both share.
         self._scheduler = scheduler
 
-    async def decode(self, req: SpeechToTextRequest) -> AsyncIterator[StreamItem]:
-        """A StreamStart, then speaker segments. Every check that can fail with a 400 runs
-        before the StreamStart (a stream can still answer with a plain HTTP error)."""
+    async def decode(
+        self, req: SpeechToTextRequest, ctx: RequestContext | None = None
+    ) -> AsyncIterator[StreamItem]:
+        """A StreamStart, then speaker segments. Every check of the request and its audio
+        runs before the StreamStart (a door can still refuse the request as a whole)."""
         check_against_profile(req)
         check_known_speakers(req.diarize)
         audio = await anyio.to_thread.run_sync(
@@ -56,7 +59,7 @@ class DiarizedSpeechToText(TranscriptionService):
         check_chunking(req, audio)
         references = await anyio.to_thread.run_sync(decode_references, req.diarize)
         whisper_spec, diarizer_spec = self._parts(req.model.spec)
-        async with self._scheduler.admit(whisper_spec) as lease, \
+        async with self._scheduler.admit(whisper_spec, ctx) as lease, \
                 self._pool.use(diarizer_spec) as diarizer:
             engine = lease.engine
             lease.audio_seconds = audio.size / SAMPLE_RATE
@@ -96,7 +99,7 @@ class DiarizedSpeechToText(TranscriptionService):
         whisper = self._catalog.spec(spec.options["whisper"])
         diarizer = self._catalog.spec(spec.options["diarizer"])
         if whisper is None or diarizer is None:
-            raise APIError(f"Model '{spec.id}' is misconfigured.", status=500, type="server_error")
+            raise Internal(f"Model '{spec.id}' is misconfigured.")
         return whisper, diarizer
 
 
@@ -104,7 +107,7 @@ def check_chunking(req: SpeechToTextRequest, audio: np.ndarray) -> None:
     if req.profile.name != "gpt-4o-transcribe-diarize" or req.vad is not None:
         return
     if audio.size / SAMPLE_RATE > CHUNKING_REQUIRED_SECONDS:
-        raise APIError(
+        raise InvalidInput(
             "chunking_strategy is required for diarization models",
             param="chunking_strategy",
             code="invalid_value",

@@ -12,7 +12,7 @@ import json
 import uuid
 from typing import Any
 
-from voxserve.errors import APIError
+from voxserve.errors import InvalidInput, ServiceError
 
 # OpenAI refuses a single append over 15 MiB of base64 text.
 MAX_APPEND_BYTES = 15 * 2**20
@@ -34,7 +34,7 @@ def server_event(type_: str, **fields: Any) -> dict:
     return {"type": type_, "event_id": new_id("event"), **fields}
 
 
-def error_event(error: APIError, client_event_id: str | None = None) -> dict:
+def error_event(error: ServiceError, client_event_id: str | None = None) -> dict:
     return server_event("error", error={
         "type": error.type,
         "code": error.code,
@@ -44,40 +44,40 @@ def error_event(error: APIError, client_event_id: str | None = None) -> dict:
     })
 
 
-def invalid_json(detail: str) -> APIError:
-    return APIError(
+def invalid_json(detail: str) -> InvalidInput:
+    return InvalidInput(
         f"Invalid JSON in the client event: {detail}. Each WebSocket message must be one JSON "
         "object with a 'type'.",
         code="invalid_json",
     )
 
 
-def unknown_event(value: object, supported: tuple[str, ...]) -> APIError:
+def unknown_event(value: object, supported: tuple[str, ...]) -> InvalidInput:
     if value == "transcription_session.update":
         return beta_api_refused()
     shown = ", ".join(f"'{s}'" for s in supported[:-1]) + f", and '{supported[-1]}'"
-    return APIError(
+    return InvalidInput(
         f"Invalid value: '{value}'. Supported values are: {shown}.",
         param="type",
         code="invalid_value",
     )
 
 
-def beta_api_refused() -> APIError:
-    return APIError(
+def beta_api_refused() -> InvalidInput:
+    return InvalidInput(
         "The Realtime Beta API is no longer supported. Please use /v1/realtime for the GA API.",
         code="beta_api_not_supported",
     )
 
 
-def missing_parameter(param: str) -> APIError:
-    return APIError(
+def missing_parameter(param: str) -> InvalidInput:
+    return InvalidInput(
         f"Missing required parameter: '{param}'.", param=param, code="missing_required_parameter"
     )
 
 
-def wrong_type(param: str, expected: str, value: object) -> APIError:
-    return APIError(
+def wrong_type(param: str, expected: str, value: object) -> InvalidInput:
+    return InvalidInput(
         f"Invalid type for '{param}': expected {expected}, but got "
         f"{_json_type(value)} instead.",
         param=param,
@@ -126,7 +126,7 @@ def decode_audio_field(event: dict) -> bytes:
     if not isinstance(audio, str):
         raise wrong_type("audio", "a string", audio)
     if len(audio) > MAX_APPEND_BYTES:
-        raise APIError(
+        raise InvalidInput(
             f"Invalid 'audio': string too long. Expected a string with maximum length "
             f"{MAX_APPEND_BYTES}, but got a string with length {len(audio)} instead.",
             param="audio",
@@ -135,7 +135,7 @@ def decode_audio_field(event: dict) -> bytes:
     try:
         return base64.b64decode(audio, validate=True)
     except (binascii.Error, ValueError):
-        raise APIError(
+        raise InvalidInput(
             "Invalid 'audio'. Expected base64-encoded audio bytes.",
             param="audio",
             code="invalid_value",

@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 
 from voxserve.config import Settings
-from voxserve.errors import APIError
+from voxserve.errors import Unavailable
 from voxserve.realtime.models import resolve_model
 from voxserve.realtime.session import SessionLimits, TranscriptionSession
 from voxserve.realtime.session_config import build_config, default_wire, merge_update
@@ -90,10 +90,10 @@ class RealtimeHub:
     def open(self, initial: dict | None = None) -> TranscriptionSession:
         limit = self.settings.realtime_max_sessions
         if self.active >= limit:
-            raise APIError(
+            raise Unavailable(
                 f"This server already has its maximum of {limit} realtime sessions open. "
                 "Try again when one has ended.",
-                type="server_error", code="session_limit_reached",
+                code="session_limit_reached",
             )
         session = TranscriptionSession(
             self._scheduler, self.resolve, self.limits, initial or default_wire(),

@@ -23,7 +23,7 @@ import numpy as np
 
 from voxserve.audio.decode import SAMPLE_RATE
 from voxserve.domain import Transcript
-from voxserve.errors import APIError, server_error
+from voxserve.errors import InvalidInput, ServiceError, Unavailable, server_error
 from voxserve.formats.transcript import duration_usage
 from voxserve.realtime.audio_in import AudioInput
 from voxserve.realtime.buffer import SampleBuffer
@@ -111,6 +111,7 @@ class TranscriptionSession:
         self._wake = asyncio.Event()
         self._behind = False
         self._worker: asyncio.Task | None = None
+        self._closed = False
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -119,12 +120,16 @@ class TranscriptionSession:
         self._worker = asyncio.create_task(self._work(), name=f"realtime-{self.id}")
 
     async def close(self) -> None:
+        self._closed = True
         if self._worker is not None:
             self._worker.cancel()
             try:
                 await self._worker
             except (asyncio.CancelledError, Exception):
                 pass
+
+    async def _gone(self) -> bool:
+        return self._closed
 
     def session_object(self) -> dict:
         return {"id": self.id, "object": "realtime.transcription_session",
@@ -144,7 +149,7 @@ class TranscriptionSession:
                 "input_audio_buffer.clear": self._clear,
             }[event["type"]]
             handler(event)
-        except APIError as error:
+        except ServiceError as error:
             self.outbox.put_nowait(error_event(error, client_event_id(text)))
 
     def _update(self, event: dict) -> None:
@@ -165,7 +170,7 @@ class TranscriptionSession:
         samples = self._audio.push(data)
         limit = self.limits.max_buffer_seconds
         if len(self._buffer) + samples.size > limit * SAMPLE_RATE:
-            raise APIError(
+            raise InvalidInput(
                 f"The input audio buffer is full: it holds at most {limit:g} seconds of "
                 "uncommitted audio. Commit or clear it before appending more.",
                 param="audio", code="input_audio_buffer_full",
@@ -185,7 +190,7 @@ class TranscriptionSession:
     def _commit_by_client(self, event: dict) -> None:
         held_ms = len(self._buffer) * 1000 / SAMPLE_RATE
         if held_ms < MIN_COMMIT_MS:
-            raise APIError(
+            raise InvalidInput(
                 "Error committing input audio buffer: buffer too small. Expected at least "
                 f"{MIN_COMMIT_MS}ms of audio, but buffer only has {held_ms:.2f}ms of audio.",
                 code="input_audio_buffer_commit_empty",
@@ -222,7 +227,7 @@ class TranscriptionSession:
 
     def _new_item(self, start: int) -> _Item:
         config = self.config
-        decoder = PassDecoder(self.scheduler, config.model, self.id)
+        decoder = PassDecoder(self.scheduler, config.model, self.id, self._gone)
         options = PassOptions(language=config.language, prompt=config.prompt,
                               logprobs=config.include_logprobs, beam_size=self.limits.beam_size)
         return _Item(new_id("item"), start, UtteranceTranscriber(decoder, options))
@@ -260,11 +265,11 @@ class TranscriptionSession:
         limit = self.limits.max_backlog_seconds
         if seconds > limit and not self._behind:
             self._behind = True
-            self.outbox.put_nowait(error_event(APIError(
+            self.outbox.put_nowait(error_event(Unavailable(
                 f"The server cannot keep up with this session: {seconds:.0f} seconds of "
                 "committed audio are waiting to be transcribed. Their transcripts will "
                 "follow, late; send audio no faster than real time or use fewer sessions.",
-                type="server_error", code="server_overloaded",
+                code="server_overloaded",
             )))
         elif seconds <= limit / 2:
             self._behind = False
@@ -297,7 +302,7 @@ class TranscriptionSession:
         assert item.samples is not None
         try:
             rest = await item.transcriber.final_pass(item.samples)
-        except APIError as error:
+        except ServiceError as error:
             self._send_failed(item, error)
             return
         except Exception:
@@ -323,7 +328,7 @@ class TranscriptionSession:
         self._send("conversation.item.input_audio_transcription.delta", item_id=item.id,
                    content_index=0, delta=join(pieces), **fields)
 
-    def _send_failed(self, item: _Item, error: APIError) -> None:
+    def _send_failed(self, item: _Item, error: ServiceError) -> None:
         self._send("conversation.item.input_audio_transcription.failed", item_id=item.id,
                    content_index=0, error={"type": error.type, "code": error.code,
                                            "message": error.message, "param": error.param})

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from voxserve.errors import APIError
+from voxserve.errors import InvalidInput
 from voxserve.languages import normalize_language
 from voxserve.realtime.audio_in import FORMAT_RATES, InputFormat
 from voxserve.realtime.events import missing_parameter, wrong_type
@@ -101,7 +101,7 @@ def build_config(wire: dict, resolve: ModelResolver) -> SessionConfig:
     if kind is None:
         raise missing_parameter("session.type")
     if kind != "transcription":
-        raise APIError(
+        raise InvalidInput(
             f"Invalid value: '{kind}'. Supported values are: 'transcription'. This server "
             "serves transcription sessions only.",
             param="session.type", code="invalid_value",
@@ -128,7 +128,7 @@ def build_config(wire: dict, resolve: ModelResolver) -> SessionConfig:
         raise wrong_type("session.audio.input.transcription.model", "a string", name)
     model = resolve(name)
     if model is None:
-        raise APIError(
+        raise InvalidInput(
             f"Invalid value: '{name}'. The model does not exist or cannot transcribe "
             "realtime audio on this server.",
             param="session.audio.input.transcription.model", code="invalid_value",
@@ -141,7 +141,7 @@ def build_config(wire: dict, resolve: ModelResolver) -> SessionConfig:
                              language_given)
         language = normalize_language(language_given) if language_given else None
         if language_given and language is None:
-            raise APIError(
+            raise InvalidInput(
                 f"Invalid value: '{language_given}'. Language must be an ISO-639-1 code "
                 "(e.g. 'en').",
                 param="session.audio.input.transcription.language", code="invalid_value",
@@ -152,7 +152,7 @@ def build_config(wire: dict, resolve: ModelResolver) -> SessionConfig:
     profile = profile_for(model.profile)
     if name == CLIENT_COMMIT_ONLY:
         if turn is not None:
-            raise APIError(
+            raise InvalidInput(
                 f"Turn detection is not supported with model '{name}': set "
                 "'session.audio.input.turn_detection' to null and commit the audio buffer.",
                 param="session.audio.input.turn_detection", code="unsupported_value",
@@ -162,7 +162,7 @@ def build_config(wire: dict, resolve: ModelResolver) -> SessionConfig:
     if prompt and not profile.prompt:
         raise _unsupported_prompt(name)
     if include and not profile.logprobs:
-        raise APIError(
+        raise InvalidInput(
             f"'{LOGPROBS}' is not supported with model '{name}'.",
             param="session.include", code="unsupported_value",
         )
@@ -187,7 +187,7 @@ def _format(value: object) -> InputFormat:
     if kind == "audio/pcm" and rate not in (None, 24000):
         raise _invalid("session.audio.input.format.rate", rate, (24000,))
     if kind != "audio/pcm" and rate not in (None, 8000):
-        raise APIError(
+        raise InvalidInput(
             f"Unknown parameter: 'session.audio.input.format.rate' for '{kind}' (G.711 is "
             "always 8000 Hz).",
             param="session.audio.input.format.rate", code="unknown_parameter",
@@ -265,16 +265,16 @@ def _object(value: object, param: str) -> dict:
 def _only(obj: dict, where: str, allowed: tuple[str, ...]) -> None:
     for key in obj:
         if key not in allowed:
-            raise APIError(f"Unknown parameter: '{where}.{key}'.", param=f"{where}.{key}",
+            raise InvalidInput(f"Unknown parameter: '{where}.{key}'.", param=f"{where}.{key}",
                            code="unknown_parameter")
 
 
-def _invalid(param: str, value: object, supported: tuple) -> APIError:
+def _invalid(param: str, value: object, supported: tuple) -> InvalidInput:
     shown = ", ".join(f"'{s}'" for s in supported)
-    return APIError(f"Invalid value: '{value}'. Supported values are: {shown}.",
+    return InvalidInput(f"Invalid value: '{value}'. Supported values are: {shown}.",
                     param=param, code="invalid_value")
 
 
-def _unsupported_prompt(name: str) -> APIError:
-    return APIError(f"prompt is not supported with model '{name}'.",
+def _unsupported_prompt(name: str) -> InvalidInput:
+    return InvalidInput(f"prompt is not supported with model '{name}'.",
                     param="session.audio.input.transcription.prompt", code="unsupported_value")

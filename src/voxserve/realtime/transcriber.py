@@ -18,7 +18,7 @@ from __future__ import annotations
 import difflib
 import re
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 
@@ -27,9 +27,9 @@ import numpy as np
 from voxserve.audio.blocks import AudioBlock
 from voxserve.audio.decode import MIN_SECONDS, SAMPLE_RATE
 from voxserve.domain import Segment, TokenLogprob
-from voxserve.errors import APIError
+from voxserve.errors import ServiceError
 from voxserve.runtime.catalog import PublicModel
-from voxserve.runtime.context import RequestContext, current_request
+from voxserve.runtime.context import RequestContext
 from voxserve.runtime.scheduler import Lease, Scheduler
 from voxserve.stt.engine import DecodeInfo, DecodeOptions, WhisperEngine
 from voxserve.stt.request import SpeechToTextRequest
@@ -200,10 +200,17 @@ class PassResult:
 class PassDecoder:
     """Runs decode passes for one model through the scheduler."""
 
-    def __init__(self, scheduler: Scheduler, model: PublicModel, session_id: str) -> None:
+    def __init__(
+        self,
+        scheduler: Scheduler,
+        model: PublicModel,
+        session_id: str,
+        session_gone: Callable[[], Awaitable[bool]],
+    ) -> None:
         self._scheduler = scheduler
         self.model = model
         self._session_id = session_id
+        self._session_gone = session_gone
 
     async def run(
         self, samples: np.ndarray, options: PassOptions, *, final: bool
@@ -241,14 +248,11 @@ class PassDecoder:
     @asynccontextmanager
     async def _admit(self) -> AsyncIterator[Lease]:
         # Each pass is a request of its own: its deadline counts from now, not from when the
-        # session opened. (The scheduler reads the context from a context variable today.)
-        ctx = RequestContext(f"{self._session_id}-{time.monotonic_ns()}")
-        token = current_request.set(ctx)
-        try:
-            async with self._scheduler.admit(self.model.spec) as lease:
-                yield lease
-        finally:
-            current_request.reset(token)
+        # session opened, and it is dropped before the engine if the session has ended.
+        ctx = RequestContext(f"{self._session_id}-pass-{time.monotonic_ns()}",
+                             is_disconnected=self._session_gone)
+        async with self._scheduler.admit(self.model.spec, ctx) as lease:
+            yield lease
 
 
 def _as_request(model: PublicModel, options: PassOptions) -> SpeechToTextRequest:
@@ -280,7 +284,7 @@ class UtteranceTranscriber:
         self.decoded_samples = samples.size
         try:
             result = await self._decoder.run(samples, self.options, final=False)
-        except APIError:
+        except ServiceError:
             # A failed live pass only delays text: the final pass reports the error.
             self.failed = True
             return []

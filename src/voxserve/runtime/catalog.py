@@ -109,8 +109,9 @@ class Catalog:
         return list(self._public.values())
 
     def broken_aliases(self) -> dict[str, str]:
-        """Aliases whose target is not a known model (reported at start-up)."""
-        return {k: v for k, v in self._aliases.items() if v not in self._specs}
+        """Configured aliases that no model serves. Meaningful once every engine has
+        registered its models (the composition root checks it last)."""
+        return {k: v for k, v in self._aliases.items() if self.resolve(k) is None}
 
     def register(self, spec: ModelSpec, aliases: dict[str, tuple[str, int, str]]) -> None:
         """Add a native model and its OpenAI aliases (name -> (profile, created, owned_by)).

@@ -17,16 +17,13 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from voxserve.errors import APIError
+from voxserve.errors import Internal
 
 log = logging.getLogger("voxserve.store")
 
 
-class ModelSourceError(APIError):
+class ModelSourceError(Internal):
     """A configured model whose weights cannot be found or verified."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message, status=500, type="server_error")
 
 
 @dataclass(frozen=True)

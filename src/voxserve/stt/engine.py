@@ -13,7 +13,7 @@ import logging
 import math
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -85,7 +85,6 @@ class _BlockState:
     prompt: str | None
     next_id: int = 0
     info: DecodeInfo | None = None
-    extra: dict = field(default_factory=dict)
 
 
 class WhisperEngine:

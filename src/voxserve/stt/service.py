@@ -13,10 +13,10 @@ from voxserve.audio.blocks import cut_blocks
 from voxserve.audio.decode import SAMPLE_RATE, open_audio
 from voxserve.config import Settings
 from voxserve.domain import Segment, Transcript
-from voxserve.errors import APIError
+from voxserve.errors import InvalidInput
 from voxserve.formats.transcript import RenderOptions, duration_usage
-from voxserve.runtime.pool import ModelPool
-from voxserve.runtime.scheduler import Scheduler, SchedulerConfig
+from voxserve.runtime.context import RequestContext
+from voxserve.runtime.scheduler import Scheduler
 from voxserve.stt.engine import (
     FALLBACK_TEMPERATURES,
     LANGUAGE_DETECTION_WINDOWS,
@@ -50,34 +50,36 @@ StreamItem = StreamStart | Segment | DecodeEnd
 class TranscriptionService:
     """What every speech-to-text service offers: a stream of items, or the whole Transcript."""
 
-    def decode(self, req: SpeechToTextRequest) -> AsyncIterator[StreamItem]:
+    def decode(
+        self, req: SpeechToTextRequest, ctx: RequestContext | None = None
+    ) -> AsyncIterator[StreamItem]:
         raise NotImplementedError
 
-    async def transcribe(self, req: SpeechToTextRequest) -> Transcript:
-        return await collect(req, self.decode(req))
+    async def transcribe(
+        self, req: SpeechToTextRequest, ctx: RequestContext | None = None
+    ) -> Transcript:
+        return await collect(req, self.decode(req, ctx))
 
 
 class SpeechToText(TranscriptionService):
-    def __init__(
-        self, settings: Settings, pool: ModelPool, scheduler: Scheduler | None = None
-    ) -> None:
+    def __init__(self, settings: Settings, scheduler: Scheduler) -> None:
         self._settings = settings
-        self._pool = pool
-        # The server shares one scheduler (queue, slots, deadline); the CLI needs no limits.
-        self._scheduler = scheduler or Scheduler(pool, SchedulerConfig())
+        self._scheduler = scheduler  # the instance's one queue, slots and deadline
 
-    async def decode(self, req: SpeechToTextRequest) -> AsyncIterator[StreamItem]:
+    async def decode(
+        self, req: SpeechToTextRequest, ctx: RequestContext | None = None
+    ) -> AsyncIterator[StreamItem]:
         """A StreamStart, then segments as the engine finishes each one, then a DecodeEnd.
 
         Every check that can fail on the request or the file's start runs before the
-        StreamStart is yielded, so a caller that streams can still answer with a plain HTTP
-        error until then.
+        StreamStart is yielded, so a door that streams can still refuse the request as a
+        whole until then (over HTTP: a plain error response instead of an SSE error event).
         """
         check_against_profile(req)
         opened = await anyio.to_thread.run_sync(
             open_audio, req.audio, self._settings.max_audio_seconds
         )
-        async with self._scheduler.admit(req.model.spec) as lease:
+        async with self._scheduler.admit(req.model.spec, ctx) as lease:
             engine = lease.engine
             check_language_support(req, engine)
             options = decode_options(req, self._settings)
@@ -114,14 +116,14 @@ def check_language_support(req: SpeechToTextRequest, engine: WhisperEngine) -> N
     if engine.multilingual:
         return
     if req.task == "translate":
-        raise APIError(
+        raise InvalidInput(
             f"Model '{req.model.id}' is English-only and cannot translate. "
             "Use a multilingual model such as 'whisper-base'.",
             param="model",
             code="unsupported_value",
         )
     if req.language not in (None, "en"):
-        raise APIError(
+        raise InvalidInput(
             f"Model '{req.model.id}' is English-only and cannot transcribe language "
             f"'{req.language}'. Use a multilingual model such as 'whisper-base'.",
             param="language",
