@@ -364,3 +364,31 @@ async def test_session_limit_and_disconnect_mid_turn_frees_everything(live):
     finally:
         for ws in open_sockets:
             await ws.close()
+
+
+def test_logprob_tokens_spell_the_deltas(sdk):
+    with sdk.realtime.connect(extra_query=INTENT) as conn:
+        assert conn.recv().type == "session.created"
+        conn.session.update(session={
+            "type": "transcription", "include": ["item.input_audio_transcription.logprobs"],
+            "audio": {"input": {"turn_detection": None, "transcription": {
+                "model": "gpt-4o-transcribe", "language": "en", "prompt": "Sense and Sensibility"}}},
+        })
+        updated = conn.recv()
+        assert updated.session.include == ["item.input_audio_transcription.logprobs"]
+        assert updated.session.audio.input.transcription.prompt == "Sense and Sensibility"
+        for piece in chunks(pcm24(speech(CLIPS[2], tail=0.3))):
+            conn.input_audio_buffer.append(audio=piece)
+        conn.input_audio_buffer.commit()
+        events = []
+        while not events or events[-1].type != "conversation.item.done":
+            events.append(conn.recv())
+    deltas = [e for e in events if e.type.endswith(".delta")]
+    assert deltas
+    for delta in deltas:
+        assert "".join(p.token for p in delta.logprobs) == delta.delta
+        assert all(p.logprob <= 0 and bytes(p.bytes).decode() == p.token for p in delta.logprobs)
+    completed = next(e for e in events if e.type.endswith(".completed"))
+    assert "".join(p.token for p in completed.logprobs) == completed.transcript
+    assert completed.usage.input_token_details.text_tokens > 0  # the prompt counted
+    assert jiwer.wer(normalize(reference_texts()[CLIPS[2]]), normalize(completed.transcript)) <= 0.2
