@@ -67,6 +67,10 @@ from voxserve.stt.service import tokens_usage
 log = logging.getLogger("voxserve.realtime")
 
 MIN_COMMIT_MS = 100
+# No live pass before a turn has this much audio (Whisper guesses wildly on less), nor while
+# its speech has paused this long.
+FIRST_PASS = SAMPLE_RATE
+PAUSE = SAMPLE_RATE // 5
 
 
 @dataclass(frozen=True)
@@ -290,8 +294,11 @@ class TranscriptionSession:
                 item = self._open
                 if item is None or item.transcriber.failed:
                     break
-                grown = (self._buffer.end - item.start) - item.transcriber.decoded_samples
-                if grown < interval:
+                size = self._buffer.end - item.start
+                if size - item.transcriber.decoded_samples < interval or size < FIRST_PASS:
+                    break
+                if self._detector.trailing_silence >= PAUSE:
+                    # The turn may be ending: a live pass now would only delay the final one.
                     break
                 samples = self._buffer.view(item.start).copy()
                 pieces = await item.transcriber.live_pass(samples)

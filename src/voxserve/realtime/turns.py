@@ -134,6 +134,12 @@ class TurnDetector:
         self._turn_probs: list[float] = []
         self._probs_start = 0  # the sample where _turn_probs' first frame starts
 
+    @property
+    def trailing_silence(self) -> int:
+        """Samples of silence since the last voiced frame of the turn in progress (0 when no
+        turn is in progress)."""
+        return self.position - self._voice_end if self.speaking else 0
+
     def reset(self, position: int) -> None:
         """Forget any turn in progress (after a commit or clear); frames continue from
         `position`."""
