@@ -392,3 +392,53 @@ def test_logprob_tokens_spell_the_deltas(sdk):
     assert "".join(p.token for p in completed.logprobs) == completed.transcript
     assert completed.usage.input_token_details.text_tokens > 0  # the prompt counted
     assert jiwer.wer(normalize(reference_texts()[CLIPS[2]]), normalize(completed.transcript)) <= 0.2
+
+
+def test_idle_timeout_and_semantic_vad_through_the_sdk(sdk):
+    silence = bytes(48_000 * 6)  # six seconds at 24 kHz
+    with sdk.realtime.connect(extra_query=INTENT) as conn:
+        assert conn.recv().type == "session.created"
+        conn.session.update(session=session_update(turn_detection={
+            "type": "server_vad", "idle_timeout_ms": 5000}))
+        assert conn.recv().session.audio.input.turn_detection.idle_timeout_ms == 5000
+        for piece in chunks(silence, 48_000):
+            conn.input_audio_buffer.append(audio=piece)
+        event = conn.recv()
+        assert event.type == "input_audio_buffer.timeout_triggered"
+        assert event.audio_end_ms - event.audio_start_ms >= 5000
+        conn.session.update(session=session_update(turn_detection={
+            "type": "semantic_vad", "eagerness": "high"}))
+        updated = conn.recv()
+        assert updated.session.audio.input.turn_detection.type == "semantic_vad"
+        assert updated.session.audio.input.turn_detection.eagerness == "high"
+
+
+async def test_backlog_is_reported_and_text_still_follows():
+    """A server whose sessions may only have 1 s of committed audio waiting: a 3 s item is
+    more than it can take at once; the session is told, and the transcript still comes."""
+    with LiveServer(realtime_max_backlog_seconds=1.0) as server:
+        async with websockets.connect(ws_url(server)) as ws:
+            await _recv(ws, "session.created")
+            await ws.send(json.dumps({"type": "session.update", "session": session_update(
+                turn_detection=None, transcription={"model": "whisper-1", "language": "en"})}))
+            await _recv(ws, "session.updated")
+            for piece in chunks(pcm24(speech("arctic_a0009.wav", tail=0.2))):
+                await ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": piece}))
+            await ws.send(json.dumps({"type": "input_audio_buffer.commit"}))
+            error = await _recv(ws, "error")
+            assert error["error"]["code"] == "server_overloaded"
+            assert "cannot keep up" in error["error"]["message"]
+            completed = await _recv(ws, "conversation.item.input_audio_transcription.completed")
+            assert "turned sharply" in completed["transcript"]
+
+
+async def test_a_session_ends_at_the_maximum_duration():
+    with LiveServer(realtime_max_session_seconds=1.0) as server:
+        async with websockets.connect(ws_url(server)) as ws:
+            created = await _recv(ws, "session.created")
+            assert created["session"]["expires_at"] <= time.time() + 2
+            error = await _recv(ws, "error")
+            assert error["error"]["code"] == "session_expired"
+            with pytest.raises(websockets.ConnectionClosed):
+                await asyncio.wait_for(ws.recv(), 30)
+            assert ws.close_code == 1000
