@@ -8,6 +8,7 @@ import json
 import time
 from collections.abc import Iterator
 
+import httpx
 import jiwer
 import pytest
 import websockets
@@ -29,7 +30,12 @@ normalize = EnglishTextNormalizer()
 
 @pytest.fixture(scope="module")
 def live() -> Iterator[LiveServer]:
-    with LiveServer(api_keys=[KEY], realtime_max_sessions=3) as server:
+    # tiny.en is loaded up front, so that no test's first decode pass also loads the model.
+    with LiveServer(api_keys=[KEY], realtime_max_sessions=3, preload=["whisper-tiny.en"]) as server:
+        deadline = time.monotonic() + 120
+        while httpx.get(f"{server.base_url}/ready").status_code != 200:
+            assert time.monotonic() < deadline, "the model did not load"
+            time.sleep(0.1)
         yield server
 
 
@@ -164,14 +170,14 @@ async def test_sdk_async_manual_commit_in_g711(live):
 async def test_live_deltas_arrive_while_speaking(live):
     """One long turn at real-time pace: text arrives before the speaker stops (raw client)."""
     names = CLIPS[0], CLIPS[2], "sense_and_sensibility_01_austen_64kb-0920.wav"
-    audio = pcm24(speech(*names, gap=0.25, tail=2.0))
+    audio = pcm24(speech(*names, gap=0.25, tail=3.5))
     headers = {"Authorization": f"Bearer {KEY}"}
     events: list[dict] = []
     async with websockets.connect(ws_url(live), additional_headers=headers) as ws:
         assert json.loads(await ws.recv())["type"] == "session.created"
         await ws.send(json.dumps({"type": "session.update", "session": session_update(
             transcription={"model": "whisper-1", "language": "en"},
-            turn_detection={"type": "server_vad", "silence_duration_ms": 1500},
+            turn_detection={"type": "server_vad", "silence_duration_ms": 3000},  # one long turn
         )}))
 
         async def send() -> None:

@@ -282,6 +282,7 @@ class TranscriptionSession:
 
     async def _work(self) -> None:
         interval = int(self.limits.partial_interval * SAMPLE_RATE)
+        loop = asyncio.get_running_loop()
         while True:
             await self._wake.wait()
             self._wake.clear()
@@ -300,8 +301,17 @@ class TranscriptionSession:
                 if self._detector.trailing_silence >= PAUSE:
                     # The turn may be ending: a live pass now would only delay the final one.
                     break
+                if self.scheduler.queued(item.transcriber.model_id):
+                    # Live text is optional work: it gives way to anything waiting for the
+                    # model (other sessions' final passes, file uploads). The next append
+                    # tries again.
+                    break
                 samples = self._buffer.view(item.start).copy()
+                started = loop.time()
                 pieces = await item.transcriber.live_pass(samples)
+                log.debug("live pass: %s, %.1f s of audio in %.2f s, %d pieces stable: %r",
+                          item.id, samples.size / SAMPLE_RATE, loop.time() - started,
+                          len(pieces), item.transcriber.latest_text[-60:])
                 if not item.discarded:
                     self._send_delta(item, pieces)
 

@@ -280,6 +280,11 @@ class UtteranceTranscriber:
     def text(self) -> str:
         return self.agreement.text
 
+    @property
+    def model_id(self) -> str:
+        """The native model (the scheduler's lane) this item is decoded by."""
+        return self._decoder.model.spec.id
+
     async def live_pass(self, samples: np.ndarray) -> list[Piece]:
         self.decoded_samples = samples.size
         try:
