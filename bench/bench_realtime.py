@@ -63,12 +63,12 @@ def pcm24(samples: np.ndarray) -> bytes:
 
 
 class Server:
-    def __init__(self, model: str, threads: int) -> None:
+    def __init__(self, model: str, threads: int, cache_dir: Path) -> None:
         port = 19000 + os.getpid() % 1000
         self.url = f"http://127.0.0.1:{port}"
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "VOXSERVE_CPU_THREADS": str(threads),
                "VOXSERVE_STT_DEFAULT_MODEL": model, "VOXSERVE_LOG_LEVEL": "warning",
-               "VOXSERVE_CACHE_DIR": str(ROOT / ".cache" / "models"),
+               "VOXSERVE_CACHE_DIR": str(cache_dir),
                "VOXSERVE_REALTIME_MAX_SESSIONS": "64",
                "PYTHONPATH": str(ROOT / "src")}
         self.process = subprocess.Popen(
@@ -166,12 +166,12 @@ async def run_level(url: str, audio: bytes, sessions: int) -> dict:
     }
 
 
-def naive_reference(model: str, threads: int, audio16: np.ndarray) -> dict:
+def naive_reference(model: str, threads: int, audio16: np.ndarray, cache_dir: Path) -> dict:
     """Bare faster-whisper on each VAD turn, as a file, after the turn ended."""
     from faster_whisper import WhisperModel
     from faster_whisper.vad import VadOptions, get_speech_timestamps
 
-    settings = Settings(cache_dir=ROOT / ".cache" / "models")
+    settings = Settings(cache_dir=cache_dir)
     spec = Catalog(settings).spec(model)
     source, _ = resolve_whisper_source(spec.source, settings.cache_dir)
     bare = WhisperModel(str(source), device="cpu", compute_type="int8", cpu_threads=threads)
@@ -195,11 +195,13 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=6, help="clips per session stream")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--url", help="a running voxserve instead of starting one")
+    parser.add_argument("--cache-dir", type=Path, default=ROOT / ".cache" / "models",
+                        help="where assembled weights live (whisper-base)")
     args = parser.parse_args()
 
     audio16 = stream_audio(args.clips)
     audio = pcm24(audio16)
-    server = None if args.url else Server(args.model, args.threads)
+    server = None if args.url else Server(args.model, args.threads, args.cache_dir)
     url = args.url or server.url
     try:
         asyncio.run(run_level(url, audio, 1))  # warm-up: the model loads
@@ -207,7 +209,7 @@ def main() -> None:
     finally:
         if server is not None:
             server.close()
-    naive = naive_reference(args.model, args.threads, audio16)
+    naive = naive_reference(args.model, args.threads, audio16, args.cache_dir)
 
     print(f"model {args.model}, int8, {args.threads} threads, {os.cpu_count()} cores, "
           f"{audio16.size / SAMPLE_RATE:.0f} s of speech per session at real-time pace")

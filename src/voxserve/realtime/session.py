@@ -165,7 +165,10 @@ class TranscriptionSession:
         if config.format != old.format:
             self._audio = AudioInput(config.format)
         if config.turn != old.turn:
+            # Turn detection starts over from the next sample: a fresh VAD stream and a
+            # detector whose frame clock starts where the buffer ends.
             self._discard_open()
+            self._vad = StreamingVad()
             self._detector = self._new_detector(self._buffer.end)
         self._send("session.updated", session=self.session_object())
 
@@ -308,7 +311,12 @@ class TranscriptionSession:
                     break
                 samples = self._buffer.view(item.start).copy()
                 started = loop.time()
-                pieces = await item.transcriber.live_pass(samples)
+                try:
+                    pieces = await item.transcriber.live_pass(samples)
+                except Exception:  # live text is optional: the final pass reports failures
+                    log.exception("live pass failed (session %s)", self.id)
+                    item.transcriber.failed = True
+                    continue
                 log.debug("live pass: %s, %.1f s of audio in %.2f s, %d pieces stable: %r",
                           item.id, samples.size / SAMPLE_RATE, loop.time() - started,
                           len(pieces), item.transcriber.latest_text[-60:])
