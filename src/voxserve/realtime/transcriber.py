@@ -26,7 +26,7 @@ import numpy as np
 
 from voxserve.audio.blocks import AudioBlock
 from voxserve.audio.decode import MIN_SECONDS, SAMPLE_RATE
-from voxserve.domain import Segment, TokenLogprob
+from voxserve.domain import Segment, Task, TokenLogprob
 from voxserve.errors import ServiceError
 from voxserve.runtime.catalog import PublicModel
 from voxserve.runtime.context import RequestContext
@@ -187,6 +187,7 @@ class PassOptions:
     prompt: str | None = None
     logprobs: bool = False
     beam_size: int = 5  # of the final pass; live passes are greedy
+    task: Task = "transcribe"  # "translate": Whisper's speech-to-English (live translation)
 
 
 @dataclass(frozen=True)
@@ -218,6 +219,7 @@ class PassDecoder:
         if samples.size < MIN_SECONDS * SAMPLE_RATE:
             return PassResult([], options.language, 0, 0)
         decode = DecodeOptions(
+            task=options.task,
             language=options.language,
             prompt=options.prompt,
             temperatures=(0.0, 0.2, 0.4, 0.6, 0.8, 1.0) if final else (0.0,),
@@ -256,7 +258,7 @@ class PassDecoder:
 
 
 def _as_request(model: PublicModel, options: PassOptions) -> SpeechToTextRequest:
-    return SpeechToTextRequest(task="transcribe", model=model, audio=b"",
+    return SpeechToTextRequest(task=options.task, model=model, audio=b"",
                                language=options.language)
 
 
