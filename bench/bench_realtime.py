@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from voxserve.audio.decode import SAMPLE_RATE, decode_audio  # noqa: E402
 from voxserve.config import Settings  # noqa: E402
 from voxserve.runtime.catalog import Catalog  # noqa: E402
-from voxserve.runtime.store import resolve_whisper_source  # noqa: E402
+from voxserve.stt.whisper.loader import resolve_whisper_source  # noqa: E402
 
 CHUNK = 0.1  # seconds per append
 PADDING_MS = 300

@@ -91,13 +91,13 @@ async def transcript_events(
     segment_event: Callable[[Segment], dict | None],
 ) -> AsyncIterator[bytes]:
     segments: list[Segment] = []
-    duration = 0.0
+    end = DecodeEnd(0.0)
     try:
         # aclosing: a client that goes away closes the decoder too, which stops the worker.
         async with aclosing(items):
             async for item in items:
                 if isinstance(item, DecodeEnd):
-                    duration = item.duration
+                    end = item
                     continue
                 segments.append(item)
                 payload = segment_event(item)
@@ -110,7 +110,7 @@ async def transcript_events(
         log.exception("transcription stream failed")
         yield sse_error(server_error())
         return
-    transcript = build_transcript(req, start, segments, duration)
+    transcript = build_transcript(req, start, segments, end)
     done: dict = {"type": "transcript.text.done", "text": transcript.text}
     if req.include_logprobs:
         done["logprobs"] = logprob_objects(transcript.logprobs)
