@@ -142,8 +142,8 @@ class Settings(BaseSettings):
 
     # Realtime transcription sessions (voxserve.realtime, docs/realtime.md): sessions open at
     # once, a session's length and its uncommitted audio, seconds of new audio between live
-    # decodes of a turn, and committed audio waiting to be decoded before the session is told
-    # the server cannot keep up.
+    # decodes of a turn, and how far (seconds) transcripts may lag behind the audio before the
+    # session is told the server cannot keep up.
     realtime_max_sessions: int = Field(16, ge=1)
     realtime_max_session_seconds: float = Field(3600.0, gt=0)
     realtime_max_buffer_seconds: float = Field(600.0, gt=0)
