@@ -157,6 +157,9 @@ class TranscriptionSession:
             handler(event)
         except ServiceError as error:
             self.outbox.put_nowait(error_event(error, client_event_id(text)))
+        except Exception:  # a bug must not end the session: say so and go on
+            log.exception("realtime client event failed (session %s)", self.id)
+            self.outbox.put_nowait(error_event(server_error(), client_event_id(text)))
 
     def _update(self, event: dict) -> None:
         if "session" not in event:
