@@ -311,7 +311,11 @@ class TranscriptionSession:
                 if item is None or item.transcriber.failed:
                     break
                 size = self._buffer.end - item.start
-                if size - item.transcriber.decoded_samples < interval or size < FIRST_PASS:
+                # At most one live pass per its own duration of new audio: on a slow or busy
+                # machine live passes then take at most about half the session's time, and
+                # a final pass rarely has to wait behind one.
+                needed = max(interval, int(item.transcriber.last_pass_seconds * SAMPLE_RATE))
+                if size - item.transcriber.decoded_samples < needed or size < FIRST_PASS:
                     break
                 if self._detector.trailing_silence >= PAUSE:
                     # The turn may be ending: a live pass now would only delay the final one.
@@ -325,6 +329,7 @@ class TranscriptionSession:
                 started = loop.time()
                 try:
                     pieces = await item.transcriber.live_pass(samples)
+                    item.transcriber.last_pass_seconds = loop.time() - started
                 except Exception:  # live text is optional: the final pass reports failures
                     log.exception("live pass failed (session %s)", self.id)
                     item.transcriber.failed = True
@@ -337,8 +342,11 @@ class TranscriptionSession:
 
     async def _finish(self, item: _Item) -> None:
         assert item.samples is not None
+        started = time.monotonic()
         try:
             rest = await item.transcriber.final_pass(item.samples)
+            log.debug("final pass: %s, %.1f s of audio in %.2f s", item.id,
+                      item.samples.size / SAMPLE_RATE, time.monotonic() - started)
         except ServiceError as error:
             self._send_failed(item, error)
             return

@@ -275,6 +275,7 @@ class UtteranceTranscriber:
         self.output_tokens = 0
         self.prompt_tokens = 0
         self.latest_text = ""  # the newest live pass's whole text, stable or not
+        self.last_pass_seconds = 0.0  # wall time of the newest live pass (set by its runner)
 
     @property
     def text(self) -> str:
