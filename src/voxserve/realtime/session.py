@@ -311,10 +311,10 @@ class TranscriptionSession:
                 if item is None or item.transcriber.failed:
                     break
                 size = self._buffer.end - item.start
-                # At most one live pass per its own duration of new audio: on a slow or busy
-                # machine live passes then take at most about half the session's time, and
-                # a final pass rarely has to wait behind one.
-                needed = max(interval, int(item.transcriber.last_pass_seconds * SAMPLE_RATE))
+                # A live pass waits for twice its predecessor's duration of new audio: on a
+                # slow or busy machine live passes then take at most a third of the session's
+                # time, and a final pass rarely has to wait behind one.
+                needed = max(interval, int(2 * item.transcriber.last_pass_seconds * SAMPLE_RATE))
                 if size - item.transcriber.decoded_samples < needed or size < FIRST_PASS:
                     break
                 if self._detector.trailing_silence >= PAUSE:
