@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager, suppress
 from fastapi import Depends, FastAPI
 
 from voxserve import __version__
-from voxserve.api import health, models, realtime, speech, transcriptions
+from voxserve.api import health, models, playground, realtime, speech, transcriptions
 from voxserve.api.auth import require_api_key
 from voxserve.api.errors import install_error_handlers
 from voxserve.api.middleware import (
@@ -30,7 +30,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         services = build_services(settings or Settings())
     settings = services.settings
     app = FastAPI(
-        title="voxserve", version=__version__, docs_url="/docs", redoc_url=None,
+        title="voxserve", version=__version__, docs_url=None, redoc_url=None,  # /docs: playground
         lifespan=_lifespan,
     )
     app.state.services = services
@@ -52,6 +52,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.state.realtime = RealtimeHub(settings, services.catalog, services.scheduler)
     app.include_router(realtime.router)
     app.include_router(realtime.secrets_router, dependencies=protected)
+    # The browser playground and offline /docs; the pages are open, their data calls are not.
+    app.include_router(playground.router)
 
     app.add_middleware(UploadLimitMiddleware, max_bytes=settings.max_upload_bytes)
     app.add_middleware(AccessLogMiddleware, metrics=services.metrics)

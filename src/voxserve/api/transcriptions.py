@@ -11,6 +11,7 @@ from starlette.datastructures import FormData
 from starlette.responses import Response
 
 from voxserve.api.forms import FormReader, parse_number
+from voxserve.api.openapi_bodies import TRANSCRIPTION_BODY, TRANSLATION_BODY
 from voxserve.api.sse import DONE, sse_error, sse_event, sse_response
 from voxserve.diarize.params import DiarizeParams
 from voxserve.diarize.wiring import is_diarization_model
@@ -40,12 +41,12 @@ GRANULARITIES = {"word", "segment"}
 INCLUDABLE = {"logprobs", "language_probabilities"}  # the second: extension
 
 
-@router.post("/v1/audio/transcriptions")
+@router.post("/v1/audio/transcriptions", openapi_extra=TRANSCRIPTION_BODY)
 async def create_transcription(request: Request) -> Response:
     return await _speech_to_text(request, "transcribe")
 
 
-@router.post("/v1/audio/translations")
+@router.post("/v1/audio/translations", openapi_extra=TRANSLATION_BODY)
 async def create_translation(request: Request) -> Response:
     return await _speech_to_text(request, "translate")
 

@@ -2,13 +2,14 @@
 
 A unit of work that wants an engine asks `Scheduler.admit(spec, ctx)`: transcriptions and
 translations (diarized ones in their Whisper model's lane), speech, and each decode pass of a
-live session alike. Each native model has a *lane*: `slots` requests run at once (for Whisper
-sized by the engine (for Whisper: `stt/whisper/layout.py`) so that they keep it busy; for a speech model one per core,
-as a voice synthesizes on one thread), up to `max_queue` more wait in arrival order, and
-anything beyond that is refused at once with `Busy` and a retry time estimated from how long
-slots have recently been held. When a slot frees it goes straight to the oldest waiter, so
-order is FIFO across requests; a long file holds one slot for its whole run, and the other
-slots keep serving short requests past it (hence the default of several slots per model).
+live session alike. Each native model has a *lane*: `slots` requests run at once (for a speech-
+to-text model sized by its engine, for Whisper by `stt/whisper/layout.py`, so that they keep it
+busy; for a speech model one per core, as a voice synthesizes on one thread), up to `max_queue`
+more wait in arrival order, and anything beyond that is refused at once with `Busy` and a retry
+time estimated from how long slots have recently been held. When a slot frees it goes straight
+to the oldest waiter, so order is FIFO across requests; a long file holds one slot for its
+whole run, and the other slots keep serving short requests past it (hence the default of
+several slots per model).
 
 Every request has a deadline (`request_timeout` seconds after its context started, 0 for
 none). Waiting past it in the queue, or running past it (checked at every item the engine
