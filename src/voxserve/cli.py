@@ -1,4 +1,4 @@
-"""`voxserve serve | transcribe | speak | models`."""
+"""`voxserve serve | transcribe | listen | speak | models`."""
 
 from __future__ import annotations
 
@@ -108,6 +108,32 @@ def transcribe(
             extension=OUTPUT_EXTENSIONS[response_format],
         )
     )
+    raise typer.Exit(code)
+
+
+@cli.command()
+def listen(
+    source: str = typer.Argument(..., help="Audio file, or '-' for raw audio on stdin"),
+    model: str = typer.Option("whisper-1", help="Model id or OpenAI name"),
+    language: str | None = typer.Option(None, help="Spoken language (ISO-639-1)"),
+    stdin_format: str = typer.Option(
+        "pcm", "--format", help="stdin's audio: pcm (24 kHz PCM16), pcmu or pcma (8 kHz G.711)"
+    ),
+    vad: bool = typer.Option(True, help="Cut turns by voice activity (else one item)"),
+    realtime: bool = typer.Option(False, help="Feed a file at real-time pace"),
+) -> None:
+    """Transcribe live: a realtime session on a file or stdin, text printed as it firms up."""
+    from voxserve.cli_listen import listen as run_listen
+
+    if stdin_format not in ("pcm", "pcmu", "pcma"):
+        raise typer.BadParameter(f"unknown format {stdin_format!r}", param_hint="--format")
+    if source != "-" and not Path(source).is_file():
+        raise typer.BadParameter(f"no such file: {source}", param_hint="SOURCE")
+    wire_format = f"audio/{stdin_format}" if source == "-" else "audio/pcm"
+    code = asyncio.run(run_listen(
+        _offline_settings(), source, model=model, language=language, wire_format=wire_format,
+        vad=vad, paced=realtime,
+    ))
     raise typer.Exit(code)
 
 

@@ -206,6 +206,16 @@ class Settings(BaseSettings):
     # Serving on a Ray cluster (`VOXSERVE_RAY_*`).
     ray: RaySettings = Field(default_factory=RaySettings)
 
+    # Realtime transcription sessions (voxserve.realtime, docs/realtime.md): sessions open at
+    # once, a session's length and its uncommitted audio, seconds of new audio between live
+    # decodes of a turn, and how far (seconds) transcripts may lag behind the audio before the
+    # session is told the server cannot keep up.
+    realtime_max_sessions: int = Field(16, ge=1)
+    realtime_max_session_seconds: float = Field(3600.0, gt=0)
+    realtime_max_buffer_seconds: float = Field(600.0, gt=0)
+    realtime_partial_interval: float = Field(0.5, gt=0)
+    realtime_max_backlog_seconds: float = Field(30.0, gt=0)
+
     @field_validator("api_keys", "preload", mode="before")
     @classmethod
     def _split_keys(cls, value: Any) -> list[str]:
