@@ -10,8 +10,8 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
-
 from conftest import MODEL_CACHE, audio_path
+
 from voxserve.audio.blocks import AudioBlock
 from voxserve.audio.decode import SAMPLE_RATE, decode_audio
 from voxserve.config import Settings

@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager, suppress
 from fastapi import Depends, FastAPI
 
 from voxserve import __version__
-from voxserve.api import health, models, playground, speech, transcriptions
+from voxserve.api import health, models, playground, realtime, speech, transcriptions
 from voxserve.api.auth import require_api_key
 from voxserve.api.errors import install_error_handlers
 from voxserve.api.middleware import (
@@ -19,6 +19,7 @@ from voxserve.api.middleware import (
     UploadLimitMiddleware,
 )
 from voxserve.config import Settings
+from voxserve.realtime.hub import RealtimeHub
 from voxserve.services import Services, build_services
 
 
@@ -47,6 +48,10 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.include_router(models.router, dependencies=protected)
     app.include_router(transcriptions.router, dependencies=protected)
     app.include_router(speech.router, dependencies=protected)
+    # Realtime transcription sessions (voxserve.realtime): the WebSocket authenticates itself.
+    app.state.realtime = RealtimeHub(settings, services.catalog, services.scheduler)
+    app.include_router(realtime.router)
+    app.include_router(realtime.secrets_router, dependencies=protected)
     # The browser playground and offline /docs; the pages are open, their data calls are not.
     app.include_router(playground.router)
 

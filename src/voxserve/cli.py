@@ -1,8 +1,9 @@
 """voxserve: an OpenAI-compatible audio API on local models.
 
-Commands: serve (the HTTP server), transcribe (files on disk), speak (text to an audio file),
-models (what would be served), diarize-setup (rebuild the diarization models from source).
-Every setting can also come from a VOXSERVE_* environment variable (docs/usage.md).
+Commands: serve (the HTTP server), transcribe (files on disk), listen (a realtime session on a
+file or stdin), speak (text to an audio file), models (what would be served), diarize-setup
+(rebuild the diarization models from source). Every setting can also come from a VOXSERVE_*
+environment variable (docs/usage.md).
 """
 
 from __future__ import annotations
@@ -91,12 +92,13 @@ def serve(
     log_level: str | None = typer.Option(
         None, help=_setting_help("debug, info, warning, error", "log_level")
     ),
+    ray: str | None = typer.Option(
+        None, "--ray", flag_value="local", is_flag=False, metavar="[ADDRESS]",
+        help="Serve on a Ray cluster at ADDRESS ('auto': the one on this machine); "
+        "alone: start a local one (needs the ray extra; VOXSERVE_RAY_* settings)",
+    ),
 ) -> None:
     """Start the OpenAI-compatible server."""
-    import uvicorn
-
-    from voxserve.app import create_app
-
     settings = _settings(
         host=host, port=port, device=device, compute_type=compute_type, cpu_threads=threads,
         stt_default_model=default_model, aliases=_pairs(alias), models=_pairs(model),
@@ -105,6 +107,15 @@ def serve(
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
     )
+    if ray is not None:
+        from voxserve.cluster.deploy import serve_on_ray
+
+        serve_on_ray(settings, None if ray == "local" else ray)
+        return
+    import uvicorn
+
+    from voxserve.app import create_app
+
     uvicorn.run(
         create_app(settings), host=settings.host, port=settings.port,
         # voxserve.access logs each request once, with its id, model and queue time.
@@ -139,6 +150,32 @@ def transcribe(
             extension=OUTPUT_EXTENSIONS[response_format],
         )
     )
+    raise typer.Exit(code)
+
+
+@cli.command()
+def listen(
+    source: str = typer.Argument(..., help="Audio file, or '-' for raw audio on stdin"),
+    model: str = typer.Option("whisper-1", help="Model id or OpenAI name"),
+    language: str | None = typer.Option(None, help="Spoken language (ISO-639-1)"),
+    stdin_format: str = typer.Option(
+        "pcm", "--format", help="stdin's audio: pcm (24 kHz PCM16), pcmu or pcma (8 kHz G.711)"
+    ),
+    vad: bool = typer.Option(True, help="Cut turns by voice activity (else one item)"),
+    realtime: bool = typer.Option(False, help="Feed a file at real-time pace"),
+) -> None:
+    """Transcribe live: a realtime session on a file or stdin, text printed as it firms up."""
+    from voxserve.cli_listen import listen as run_listen
+
+    if stdin_format not in ("pcm", "pcmu", "pcma"):
+        raise typer.BadParameter(f"unknown format {stdin_format!r}", param_hint="--format")
+    if source != "-" and not Path(source).is_file():
+        raise typer.BadParameter(f"no such file: {source}", param_hint="SOURCE")
+    wire_format = f"audio/{stdin_format}" if source == "-" else "audio/pcm"
+    code = asyncio.run(run_listen(
+        _offline_settings(), source, model=model, language=language, wire_format=wire_format,
+        vad=vad, paced=realtime,
+    ))
     raise typer.Exit(code)
 
 

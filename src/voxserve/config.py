@@ -66,6 +66,69 @@ def _parse_map(value: Any) -> dict[str, str]:
     return {str(k): str(v) for k, v in dict(value).items()}
 
 
+def _parse_numbers(value: Any) -> dict[str, float]:
+    """`model=N` pairs, or a bare number meaning `*=N` (every model)."""
+    if isinstance(value, (int, float)):
+        return {"*": float(value)}
+    if isinstance(value, str) and "=" not in value and not value.strip().startswith("{"):
+        return {"*": float(value)} if value.strip() else {}
+    return {k: float(v) for k, v in _parse_map(value).items()}
+
+
+class RaySettings(BaseSettings):
+    """The Ray Serve deployment (`voxserve serve --ray`, voxserve.cluster; docs/scaling.md).
+
+    Per-model values are `model=N` maps with `*` as the default for every other model:
+    `VOXSERVE_RAY_REPLICAS=whisper-base=4,*=1`, `VOXSERVE_RAY_NUM_GPUS=whisper-base=1`.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="VOXSERVE_RAY_", extra="ignore")
+
+    # Native model ids that get a deployment each; empty: what the OpenAI names point at.
+    models: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Replicas per model (fixed), or autoscaling bounds when max_replicas exceeds min_replicas.
+    replicas: Annotated[dict[str, float], NoDecode] = Field(default_factory=lambda: {"*": 1})
+    min_replicas: Annotated[dict[str, float], NoDecode] = Field(default_factory=dict)
+    max_replicas: Annotated[dict[str, float], NoDecode] = Field(default_factory=dict)
+    # Requests in flight per replica that autoscaling aims at.
+    target_ongoing_requests: float = Field(2.0, gt=0)
+    num_cpus: Annotated[dict[str, float], NoDecode] = Field(default_factory=lambda: {"*": 1})
+    num_gpus: Annotated[dict[str, float], NoDecode] = Field(default_factory=dict)
+    # At most this many replicas of one model per node (0: no limit), to spread them.
+    max_replicas_per_node: int = Field(0, ge=0)
+    # Requests a replica accepts at once (0: its scheduler's slots plus its queue, so the
+    # replica's own 429 and deadline decide), and requests Ray's router holds beyond that per
+    # ingress before it refuses them (-1: no limit); a refusal is OpenAI's 429.
+    max_ongoing_requests: int = Field(0, ge=0)
+    max_queued_requests: int = Field(64, ge=-1)
+    # The ingress (the HTTP surface): replicas and CPUs of each.
+    ingress_replicas: int = Field(1, ge=1)
+    ingress_num_cpus: float = Field(0.25, ge=0)
+    # HTTP requests (streams included) one ingress replica holds at once.
+    ingress_max_ongoing_requests: int = Field(1000, ge=1)
+    # How often the ingress retries a call whose replica died before it sent anything.
+    retries: int = Field(2, ge=0)
+    # Where Serve runs its HTTP proxy: "HeadOnly" or "EveryNode".
+    proxy_location: Literal["HeadOnly", "EveryNode"] = "HeadOnly"
+    app_name: str = "voxserve"
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _split_models(cls, value: Any) -> list[str]:
+        return _parse_list(value)
+
+    @field_validator(
+        "replicas", "min_replicas", "max_replicas", "num_cpus", "num_gpus", mode="before"
+    )
+    @classmethod
+    def _split_numbers(cls, value: Any) -> dict[str, float]:
+        return _parse_numbers(value)
+
+    def per_model(self, name: str, model_id: str, default: float = 0.0) -> float:
+        values: dict[str, float] = getattr(self, name)
+        return values.get(model_id, values.get("*", default))
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="VOXSERVE_", extra="ignore")
 
@@ -141,6 +204,19 @@ class Settings(BaseSettings):
     model_memory_mb: int = Field(0, ge=0)
     # Models (ids or aliases) loaded at start-up and kept; /ready answers 200 once they are.
     preload: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    # Serving on a Ray cluster (`VOXSERVE_RAY_*`).
+    ray: RaySettings = Field(default_factory=RaySettings)
+
+    # Realtime transcription sessions (voxserve.realtime, docs/realtime.md): sessions open at
+    # once, a session's length and its uncommitted audio, seconds of new audio between live
+    # decodes of a turn, and how far (seconds) transcripts may lag behind the audio before the
+    # session is told the server cannot keep up.
+    realtime_max_sessions: int = Field(16, ge=1)
+    realtime_max_session_seconds: float = Field(3600.0, gt=0)
+    realtime_max_buffer_seconds: float = Field(600.0, gt=0)
+    realtime_partial_interval: float = Field(0.5, gt=0)
+    realtime_max_backlog_seconds: float = Field(30.0, gt=0)
 
     @field_validator("api_keys", "preload", mode="before")
     @classmethod

@@ -99,7 +99,9 @@ class ModelPool:
         return entry.engine
 
     def release(self, model_id: str) -> None:
-        entry = self._entries[model_id]
+        entry = self._entries.get(model_id)
+        if entry is None:  # unloaded by close() while a worker still held it: nothing to do
+            return
         entry.refs -= 1
         entry.last_used = time.monotonic()
         if entry.refs == 0:

@@ -1,0 +1,89 @@
+"""The ingress's speech-to-text and speech services: the same interfaces as the local ones
+(`TranscriptionService`, `TextToSpeech.open/engine/voice_map`), served by model deployments.
+The HTTP routes cannot tell them apart."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+
+from voxserve.cluster.calls import RemoteModel
+from voxserve.cluster.served import serving_model
+from voxserve.cluster.wire import Call, EngineVoices, SpeechHead, SpeechTail
+from voxserve.domain import Transcript
+from voxserve.errors import model_not_found
+from voxserve.runtime.catalog import ModelSpec, PublicModel
+from voxserve.runtime.context import RequestContext
+from voxserve.stt.request import SpeechToTextRequest
+from voxserve.stt.service import StreamItem, TranscriptionService
+from voxserve.tts.service import SpeechRequest, SpeechStream, SynthesisStats
+
+
+class RemoteModels:
+    """The model deployments by model id."""
+
+    def __init__(self, models: dict[str, RemoteModel]) -> None:
+        self.models = models
+
+    def for_spec(self, spec: ModelSpec, ctx: RequestContext | None) -> RemoteModel:
+        remote = self.models.get(serving_model(spec))
+        if remote is None:  # the served catalog lets only deployed models through
+            raise model_not_found(spec.id)
+        if ctx is not None:
+            ctx.model = spec.id  # for the access log, as the local scheduler would
+        return remote
+
+
+class RemoteSpeechToText(TranscriptionService):
+    """Transcriptions, translations and diarized transcriptions: the replica of the request's
+    model picks its own pipeline."""
+
+    def __init__(self, models: RemoteModels) -> None:
+        self._models = models
+
+    async def decode(
+        self, req: SpeechToTextRequest, ctx: RequestContext | None = None
+    ) -> AsyncIterator[StreamItem]:
+        remote = self._models.for_spec(req.model.spec, ctx)
+        items = remote.stream("decode", req, Call.from_context(ctx))
+        async with aclosing(items):
+            async for item in items:
+                yield item
+
+    async def transcribe(
+        self, req: SpeechToTextRequest, ctx: RequestContext | None = None
+    ) -> Transcript:
+        remote = self._models.for_spec(req.model.spec, ctx)
+        return await remote.call("transcribe", req, Call.from_context(ctx))
+
+
+class RemoteTextToSpeech:
+    def __init__(self, models: RemoteModels) -> None:
+        self._models = models
+
+    async def engine(self, model: PublicModel) -> EngineVoices:
+        return await self._models.for_spec(model.spec, None).call("voices", model)
+
+    def voice_map(self, model: PublicModel, engine: EngineVoices) -> dict[str, str]:
+        return engine.mapping
+
+    async def open(self, req: SpeechRequest, ctx: RequestContext | None = None) -> SpeechStream:
+        remote = self._models.for_spec(req.model.spec, ctx)
+        items = remote.stream("speak", req, Call.from_context(ctx))
+        try:
+            head = await anext(items)  # errors up to here are plain HTTP errors
+        except BaseException:
+            await items.aclose()
+            raise
+        assert isinstance(head, SpeechHead)
+        stats = SynthesisStats(head.sample_rate, head.sentences)
+
+        async def chunks() -> AsyncIterator[bytes]:
+            async with aclosing(items):
+                async for item in items:
+                    if isinstance(item, SpeechTail):
+                        stats.samples, stats.sentences_done = item.samples, item.sentences_done
+                    else:
+                        yield item
+
+        return SpeechStream(head.content_type, chunks(), stats, head.input_tokens, sse=head.sse)

@@ -1,0 +1,38 @@
+"""Which served model a realtime session's `transcription.model` names.
+
+OpenAI's names map onto the served Whisper models as the REST aliases do (`whisper-1`,
+`gpt-4o-transcribe`, `gpt-4o-mini-transcribe` and its snapshot go through the catalog);
+the realtime-only names (`gpt-transcribe`, `gpt-live-transcribe`, `gpt-realtime-whisper`)
+follow `VOXSERVE_ALIASES` when it names them, else the default speech-to-text model. Native
+ids work too.
+"""
+
+from __future__ import annotations
+
+from voxserve.config import Settings
+from voxserve.runtime.catalog import Catalog, PublicModel
+
+# Realtime-only names; their rules are gpt-4o-transcribe's (token usage, logprobs).
+REALTIME_ONLY_NAMES = ("gpt-transcribe", "gpt-live-transcribe", "gpt-realtime-whisper")
+# No VAD and no prompt, as OpenAI documents for it.
+CLIENT_COMMIT_ONLY = "gpt-realtime-whisper"
+DEFAULT_MODEL = "whisper-1"
+
+
+def resolve_model(catalog: Catalog, settings: Settings, name: str) -> PublicModel | None:
+    """The Whisper model serving `name`, or None when it names nothing a session can use."""
+    public = catalog.resolve(name)
+    if public is not None:
+        return public if public.spec.kind == "stt" else None
+    if name not in REALTIME_ONLY_NAMES:
+        return None
+    target = catalog.resolve(settings.aliases.get(name, settings.stt_default_model))
+    if target is None or target.spec.kind != "stt":
+        return None
+    return PublicModel(name, target.spec, "gpt-4o-transcribe", target.created, "system")
+
+
+def known_names(catalog: Catalog, settings: Settings) -> list[str]:
+    names = [m.id for m in catalog.public_models() if m.spec.kind == "stt"]
+    names += [n for n in REALTIME_ONLY_NAMES if resolve_model(catalog, settings, n)]
+    return names

@@ -1,0 +1,409 @@
+"""A realtime transcription session: OpenAI's GA transcription protocol as a state machine.
+
+Transport-free: `receive(text)` takes a client event, server events go to `outbox` (the edge
+sends them). Audio is decoded and resampled as it arrives, screened by the turn detector, and
+held in one buffer; a turn (or a manual commit) becomes an *item*. One worker task per session
+decodes: final passes of committed items first, in order, then a live pass of the turn in
+progress whenever it has grown by `partial_interval` seconds. Each pass is admitted by the
+scheduler on its own, so sessions and file uploads take turns on the engines.
+
+Per item the client sees `speech_started`, live `…transcription.delta`s, `speech_stopped`,
+`committed` (with `previous_item_id`), `conversation.item.added`, the last deltas,
+`…transcription.completed` (the deltas joined) and `conversation.item.done`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from voxserve.audio.decode import SAMPLE_RATE
+from voxserve.domain import Transcript
+from voxserve.errors import InvalidInput, ServiceError, Unavailable, server_error
+from voxserve.formats.transcript import duration_usage
+from voxserve.realtime.audio_in import AudioInput
+from voxserve.realtime.buffer import SampleBuffer
+from voxserve.realtime.events import (
+    TRANSCRIPTION_CLIENT_EVENTS,
+    client_event_id,
+    decode_audio_field,
+    error_event,
+    missing_parameter,
+    new_id,
+    parse_client_event,
+    server_event,
+)
+from voxserve.realtime.session_config import (
+    ModelResolver,
+    SessionConfig,
+    build_config,
+    merge_update,
+)
+from voxserve.realtime.transcriber import (
+    PassDecoder,
+    PassOptions,
+    Piece,
+    UtteranceTranscriber,
+    ends_sentence,
+    join,
+)
+from voxserve.realtime.turns import (
+    IdleTimeout,
+    StreamingVad,
+    TurnConfig,
+    TurnCut,
+    TurnDetector,
+    TurnStarted,
+    TurnStopped,
+)
+from voxserve.runtime.scheduler import Scheduler
+from voxserve.stt.profiles import profile_for
+from voxserve.stt.service import tokens_usage
+
+log = logging.getLogger("voxserve.realtime")
+
+MIN_COMMIT_MS = 100
+# No live pass before a turn has this much audio (Whisper guesses wildly on less), nor while
+# its speech has paused this long.
+FIRST_PASS = SAMPLE_RATE
+PAUSE = SAMPLE_RATE // 5
+
+
+@dataclass(frozen=True)
+class SessionLimits:
+    max_buffer_seconds: float = 600.0  # uncommitted audio
+    max_turn_seconds: float = 28.0  # a longer turn is cut at a pause (Whisper reads 30 s)
+    partial_interval: float = 0.5  # seconds of new audio between live passes
+    max_backlog_seconds: float = 30.0  # committed audio waiting: past it, an error says so
+    beam_size: int = 5
+
+
+@dataclass
+class _Item:
+    id: str
+    start: int
+    transcriber: UtteranceTranscriber
+    previous_id: str | None = None
+    samples: np.ndarray | None = None  # set when committed
+    committed_at: float = 0.0  # time.monotonic()
+    discarded: bool = False
+
+
+@dataclass
+class TranscriptionSession:
+    scheduler: Scheduler
+    resolve_model: ModelResolver
+    limits: SessionLimits
+    initial: dict  # the wire session it starts with (defaults, or an ephemeral secret's)
+    expires_at: int = 0
+    id: str = field(default_factory=lambda: new_id("sess"))
+
+    def __post_init__(self) -> None:
+        self.outbox: asyncio.Queue[dict] = asyncio.Queue()
+        self._wire = self.initial
+        self.config: SessionConfig = build_config(self._wire, self.resolve_model)
+        self._audio = AudioInput(self.config.format)
+        self._buffer = SampleBuffer()
+        self._vad = StreamingVad()
+        self._detector = self._new_detector(0)
+        self._open: _Item | None = None
+        self._finals: deque[_Item] = deque()
+        self._last_item_id: str | None = None
+        self._wake = asyncio.Event()
+        self._behind = False
+        self._worker: asyncio.Task | None = None
+        self._closed = False
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._send("session.created", session=self.session_object())
+        self._worker = asyncio.create_task(self._work(), name=f"realtime-{self.id}")
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._worker is not None:
+            self._worker.cancel()
+            try:
+                await self._worker
+            except (asyncio.CancelledError, Exception):
+                pass
+
+    async def _gone(self) -> bool:
+        return self._closed
+
+    def session_object(self) -> dict:
+        return {"id": self.id, "object": "realtime.transcription_session",
+                "expires_at": self.expires_at, **self.config.wire()}
+
+    # -- client events -----------------------------------------------------------------
+
+    def receive(self, text: str | bytes) -> None:
+        """Handle one client event; any error becomes an `error` event and the session
+        carries on."""
+        try:
+            event = parse_client_event(text, TRANSCRIPTION_CLIENT_EVENTS)
+            handler = {
+                "session.update": self._update,
+                "input_audio_buffer.append": self._append,
+                "input_audio_buffer.commit": self._commit_by_client,
+                "input_audio_buffer.clear": self._clear,
+            }[event["type"]]
+            handler(event)
+        except ServiceError as error:
+            self.outbox.put_nowait(error_event(error, client_event_id(text)))
+        except Exception:  # a bug must not end the session: say so and go on
+            log.exception("realtime client event failed (session %s)", self.id)
+            self.outbox.put_nowait(error_event(server_error(), client_event_id(text)))
+
+    def _update(self, event: dict) -> None:
+        if "session" not in event:
+            raise missing_parameter("session")
+        wire = merge_update(self._wire, event["session"])
+        config = build_config(wire, self.resolve_model)
+        old, self.config, self._wire = self.config, config, wire
+        if config.format != old.format:
+            self._audio = AudioInput(config.format)
+        if config.turn != old.turn:
+            # Turn detection starts over from the next sample: a fresh VAD stream and a
+            # detector whose frame clock starts where the buffer ends.
+            self._discard_open()
+            self._vad = StreamingVad()
+            self._detector = self._new_detector(self._buffer.end)
+        self._send("session.updated", session=self.session_object())
+
+    def _append(self, event: dict) -> None:
+        data = decode_audio_field(event)
+        samples = self._audio.push(data)
+        limit = self.limits.max_buffer_seconds
+        if len(self._buffer) + samples.size > limit * SAMPLE_RATE:
+            raise InvalidInput(
+                f"The input audio buffer is full: it holds at most {limit:g} seconds of "
+                "uncommitted audio. Commit or clear it before appending more.",
+                param="audio", code="input_audio_buffer_full",
+            )
+        self._buffer.append(samples)
+        if self.config.turn is None:
+            return
+        for turn_event in self._detector.push(self._vad.push(samples)):
+            self._on_turn(turn_event)
+        if self._open is None:
+            # Between turns only the prefix padding can still become part of an item.
+            padding = self.config.turn.prefix_padding_ms * SAMPLE_RATE // 1000
+            self._buffer.drop_before(self._detector.position - padding - 1024)
+        else:
+            self._wake.set()
+
+    def _commit_by_client(self, event: dict) -> None:
+        held_ms = len(self._buffer) * 1000 / SAMPLE_RATE
+        if held_ms < MIN_COMMIT_MS:
+            raise InvalidInput(
+                "Error committing input audio buffer: buffer too small. Expected at least "
+                f"{MIN_COMMIT_MS}ms of audio, but buffer only has {held_ms:.2f}ms of audio.",
+                code="input_audio_buffer_commit_empty",
+            )
+        item = self._open or self._new_item(self._buffer.start)
+        self._open = None
+        self._commit(item, self._buffer.end)
+        self._detector.reset(self._buffer.end)
+
+    def _clear(self, event: dict) -> None:
+        self._discard_open()
+        self._buffer.drop_before(self._buffer.end)
+        self._detector.reset(self._detector.position)
+        self._send("input_audio_buffer.cleared")
+
+    # -- turns -------------------------------------------------------------------------
+
+    def _on_turn(self, turn_event: object) -> None:
+        if isinstance(turn_event, TurnStarted):
+            self._open = self._new_item(turn_event.start)
+            self._send("input_audio_buffer.speech_started", item_id=self._open.id,
+                       audio_start_ms=_ms(turn_event.start))
+        elif isinstance(turn_event, (TurnStopped, TurnCut)) and self._open is not None:
+            end = turn_event.end if isinstance(turn_event, TurnStopped) else turn_event.at
+            item, self._open = self._open, None
+            self._send("input_audio_buffer.speech_stopped", item_id=item.id,
+                       audio_end_ms=_ms(end))
+            self._commit(item, end)
+            if isinstance(turn_event, TurnCut):  # the same speech goes on in a new item
+                self._on_turn(TurnStarted(end))
+        elif isinstance(turn_event, IdleTimeout):
+            self._send("input_audio_buffer.timeout_triggered", item_id=new_id("item"),
+                       audio_start_ms=_ms(turn_event.start), audio_end_ms=_ms(turn_event.end))
+
+    def _new_item(self, start: int) -> _Item:
+        config = self.config
+        decoder = PassDecoder(self.scheduler, config.model, self.id, self._gone)
+        options = PassOptions(language=config.language, prompt=config.prompt,
+                              logprobs=config.include_logprobs, beam_size=self.limits.beam_size)
+        return _Item(new_id("item"), start, UtteranceTranscriber(decoder, options))
+
+    def _new_detector(self, position: int) -> TurnDetector:
+        turn = self.config.turn
+        return TurnDetector(
+            turn, int(self.limits.max_turn_seconds * SAMPLE_RATE), self._sentence_ended,
+            position=position,
+        ) if turn is not None else TurnDetector(TurnConfig(), 0, position=position)  # never fed
+
+    def _sentence_ended(self) -> bool:
+        return self._open is not None and ends_sentence(self._open.transcriber.latest_text)
+
+    def _discard_open(self) -> None:
+        if self._open is not None:
+            self._open.discarded = True
+            self._open = None
+
+    def _commit(self, item: _Item, end: int) -> None:
+        item.samples = self._buffer.view(item.start, end).copy()
+        item.committed_at = time.monotonic()
+        self._buffer.drop_before(end)
+        item.previous_id, self._last_item_id = self._last_item_id, item.id
+        self._send("input_audio_buffer.committed", item_id=item.id,
+                   previous_item_id=item.previous_id)
+        self._send("conversation.item.added", previous_item_id=item.previous_id,
+                   item=_message(item.id, None, "in_progress"))
+        self._finals.append(item)
+        self._check_backlog()
+        self._wake.set()
+
+    def _check_backlog(self) -> None:
+        """How far transcripts lag: the committed audio waiting to be decoded, or how long the
+        oldest committed item has waited, whichever is more. Past the limit the client is
+        told once (until the lag has halved); nothing is dropped."""
+        waiting = sum(i.samples.size for i in self._finals if i.samples is not None)
+        lag = waiting / SAMPLE_RATE
+        if self._finals:
+            lag = max(lag, time.monotonic() - self._finals[0].committed_at)
+        limit = self.limits.max_backlog_seconds
+        if lag > limit and not self._behind:
+            self._behind = True
+            self.outbox.put_nowait(error_event(Unavailable(
+                f"The server cannot keep up with this session: its transcripts are {lag:.0f} "
+                "seconds behind the audio. They will follow, late; send audio no faster than "
+                "real time, or use fewer sessions or a smaller model.",
+                code="server_overloaded",
+            )))
+        elif lag <= limit / 2:
+            self._behind = False
+
+    # -- decoding ----------------------------------------------------------------------
+
+    async def _work(self) -> None:
+        interval = int(self.limits.partial_interval * SAMPLE_RATE)
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while True:
+                if self._finals:
+                    self._check_backlog()
+                    await self._finish(self._finals[0])
+                    self._finals.popleft()
+                    self._check_backlog()
+                    continue
+                item = self._open
+                if item is None or item.transcriber.failed:
+                    break
+                size = self._buffer.end - item.start
+                # A live pass waits for twice its predecessor's duration of new audio: on a
+                # slow or busy machine live passes then take at most a third of the session's
+                # time, and a final pass rarely has to wait behind one.
+                needed = max(interval, int(2 * item.transcriber.last_pass_seconds * SAMPLE_RATE))
+                if size - item.transcriber.decoded_samples < needed or size < FIRST_PASS:
+                    break
+                if self._detector.trailing_silence >= PAUSE:
+                    # The turn may be ending: a live pass now would only delay the final one.
+                    break
+                if self.scheduler.queued(item.transcriber.model_id):
+                    # Live text is optional work: it gives way to anything waiting for the
+                    # model (other sessions' final passes, file uploads). The next append
+                    # tries again.
+                    break
+                samples = self._buffer.view(item.start).copy()
+                started = loop.time()
+                try:
+                    pieces = await item.transcriber.live_pass(samples)
+                    item.transcriber.last_pass_seconds = loop.time() - started
+                except Exception:  # live text is optional: the final pass reports failures
+                    log.exception("live pass failed (session %s)", self.id)
+                    item.transcriber.failed = True
+                    continue
+                log.debug("live pass: %s, %.1f s of audio in %.2f s, %d pieces stable: %r",
+                          item.id, samples.size / SAMPLE_RATE, loop.time() - started,
+                          len(pieces), item.transcriber.latest_text[-60:])
+                if not item.discarded:
+                    self._send_delta(item, pieces)
+
+    async def _finish(self, item: _Item) -> None:
+        assert item.samples is not None
+        started = time.monotonic()
+        try:
+            rest = await item.transcriber.final_pass(item.samples)
+            log.debug("final pass: %s, %.1f s of audio in %.2f s", item.id,
+                      item.samples.size / SAMPLE_RATE, time.monotonic() - started)
+        except ServiceError as error:
+            self._send_failed(item, error)
+            return
+        except Exception:
+            log.exception("realtime transcription failed (session %s)", self.id)
+            self._send_failed(item, server_error())
+            return
+        self._send_delta(item, rest)
+        transcript = item.transcriber.text
+        fields: dict = {}
+        if self.config.include_logprobs:
+            fields["logprobs"] = _logprobs(item.transcriber.agreement.committed)
+        self._send("conversation.item.input_audio_transcription.completed", item_id=item.id,
+                   content_index=0, transcript=transcript, usage=self._usage(item), **fields)
+        self._send("conversation.item.done", previous_item_id=item.previous_id,
+                   item=_message(item.id, transcript, "completed"))
+
+    def _send_delta(self, item: _Item, pieces: list[Piece]) -> None:
+        if not pieces:
+            return
+        fields: dict = {}
+        if self.config.include_logprobs:
+            fields["logprobs"] = _logprobs(pieces)
+        self._send("conversation.item.input_audio_transcription.delta", item_id=item.id,
+                   content_index=0, delta=join(pieces), **fields)
+
+    def _send_failed(self, item: _Item, error: ServiceError) -> None:
+        self._send("conversation.item.input_audio_transcription.failed", item_id=item.id,
+                   content_index=0, error={"type": error.type, "code": error.code,
+                                           "message": error.message, "param": error.param})
+
+    def _usage(self, item: _Item) -> dict:
+        duration = item.samples.size / SAMPLE_RATE if item.samples is not None else 0.0
+        if profile_for(self.config.model.profile).usage == "duration":
+            return duration_usage(duration)
+        transcript = Transcript(
+            task="transcribe", language="", duration=duration, segments=(),
+            text_tokens_in=item.transcriber.prompt_tokens,
+            output_tokens=item.transcriber.output_tokens,
+        )
+        return tokens_usage(transcript)
+
+    def _send(self, type_: str, **fields: object) -> None:
+        self.outbox.put_nowait(server_event(type_, **fields))
+
+
+def _ms(samples: int) -> int:
+    return samples * 1000 // SAMPLE_RATE
+
+
+def _message(item_id: str, transcript: str | None, status: str) -> dict:
+    return {
+        "id": item_id, "object": "realtime.item", "type": "message", "role": "user",
+        "status": status, "content": [{"type": "input_audio", "transcript": transcript}],
+    }
+
+
+def _logprobs(pieces: list[Piece]) -> list[dict]:
+    return [{"token": p.logprob.token, "logprob": p.logprob.logprob,
+             "bytes": list(p.logprob.bytes)} for p in pieces if p.logprob is not None]

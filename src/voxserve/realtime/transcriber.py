@@ -1,0 +1,314 @@
+"""Decoding an utterance while it grows, and only ever sending text that has stopped changing.
+
+A *pass* decodes the whole utterance so far with the session's model. Each pass is admitted by
+the scheduler like a request (it holds a slot for its own run, not for the session), so live
+sessions and file uploads share the engines fairly.
+
+Between passes, `Agreement` keeps what two consecutive passes agree on, up to a word
+boundary and never including the newest word: that prefix is final and goes out as a delta,
+so deltas never need retracting. At the turn's end a final pass (beam search, as the file
+endpoint decodes) gives the rest: the item's transcript is always the deltas joined.
+
+Text is handled as *pieces*: words (with their leading space), or Whisper's tokens when the
+session asked for logprobs, so the logprob tokens spell the deltas exactly.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from voxserve.audio.blocks import AudioBlock
+from voxserve.audio.decode import MIN_SECONDS, SAMPLE_RATE
+from voxserve.domain import Segment, Task, TokenLogprob
+from voxserve.errors import ServiceError
+from voxserve.runtime.catalog import PublicModel
+from voxserve.runtime.context import RequestContext
+from voxserve.runtime.scheduler import Lease, Scheduler
+from voxserve.stt.engine import DecodeInfo, DecodeOptions, SpeechToTextEngine
+from voxserve.stt.pipeline import decode_blocks
+from voxserve.stt.request import SpeechToTextRequest
+from voxserve.stt.service import check_capabilities
+
+HOLD_BACK = 2  # words at the end of a live pass that are never sent from it
+_WORDS = re.compile(r"\s*\S+")
+_NON_WORD = re.compile(r"[^\w']+")
+_SENTENCE_END = re.compile(r"[.!?。！？][\"')\]]*$")
+
+
+@dataclass(frozen=True)
+class Piece:
+    text: str
+    logprob: TokenLogprob | None = None
+
+    def starts_word(self) -> bool:
+        return self.text[:1].isspace()
+
+
+def join(pieces: list[Piece]) -> str:
+    return "".join(p.text for p in pieces)
+
+
+def ends_sentence(text: str) -> bool:
+    return bool(_SENTENCE_END.search(text.strip()))
+
+
+def pieces_of(segments: list[Segment], tokens: bool) -> list[Piece]:
+    """An utterance's text as pieces; the first loses Whisper's leading space."""
+    if tokens:
+        pieces = [Piece(p.token, p) for s in segments for p in s.logprobs]
+    else:
+        pieces = [Piece(w) for w in _WORDS.findall("".join(s.text for s in segments))]
+    if pieces:
+        pieces[0] = _lstrip(pieces[0])
+        if not pieces[0].text:
+            pieces = pieces[1:]
+    return pieces
+
+
+def _lstrip(piece: Piece) -> Piece:
+    text = piece.text.lstrip()
+    if piece.logprob is None:
+        return Piece(text)
+    return Piece(text, replace(piece.logprob, token=text, bytes=tuple(text.encode())))
+
+
+def _with_space(piece: Piece) -> Piece:
+    text = " " + piece.text
+    if piece.logprob is None:
+        return Piece(text)
+    return Piece(text, replace(piece.logprob, token=text, bytes=tuple(text.encode())))
+
+
+class Agreement:
+    """The stable prefix of a growing utterance's successive decodes.
+
+    Passes may rewrite text already sent (Whisper adds a leading "And" once it hears more,
+    or changes punctuation), so each pass is first aligned with the committed text by
+    comparing normalised words; only what follows the committed part is compared between
+    the two latest passes."""
+
+    def __init__(self) -> None:
+        self.committed: list[Piece] = []
+        self._previous_tail: list[Piece] | None = None
+
+    @property
+    def text(self) -> str:
+        return join(self.committed)
+
+    def update(self, pieces: list[Piece]) -> list[Piece]:
+        """The pieces that became stable with this pass (possibly none)."""
+        start = _after(pieces, self.committed)
+        tail = pieces[start:]
+        previous, self._previous_tail = self._previous_tail, tail
+        if previous is None:
+            return []
+        agreed = 0
+        for a, b in zip(previous, tail, strict=False):
+            if _norm(a.text) != _norm(b.text):
+                break
+            agreed += 1
+        # The newest words may still be cut by the end of the audio or rewritten once the
+        # next words are heard: the last HOLD_BACK words wait for a later pass.
+        stable = min(agreed, _word_index(tail, max(0, _count_words(tail) - HOLD_BACK)))
+        while stable > 0 and not _word_start(tail, stable, self.committed):
+            stable -= 1
+        new = self._joinable(tail[:stable])
+        self.committed.extend(new)
+        self._previous_tail = tail[stable:]
+        return new
+
+    def finish(self, final: list[Piece]) -> list[Piece]:
+        """What the final decode adds to the committed text: the sent words stand and the
+        final text continues after the part that matches them."""
+        rest = self._joinable(final[_after(final, self.committed):])
+        self.committed.extend(rest)
+        return rest
+
+    def _joinable(self, pieces: list[Piece]) -> list[Piece]:
+        """Pieces to append to the committed text, with a space where a word starts."""
+        if pieces and self.committed and not pieces[0].starts_word():
+            return [_with_space(pieces[0]), *pieces[1:]]
+        if pieces and not self.committed:
+            return [_lstrip(pieces[0]), *pieces[1:]]
+        return pieces
+
+
+def _norm(text: str) -> str:
+    return _NON_WORD.sub("", text.lower())
+
+
+def _word_start(pieces: list[Piece], index: int, committed: list[Piece]) -> bool:
+    return pieces[index].starts_word() or (index == 0 and not committed)
+
+
+def _after(pieces: list[Piece], committed: list[Piece]) -> int:
+    """The index in `pieces` just past the part that says what `committed` says."""
+    if not committed:
+        return 0
+    ours = [_norm(p.text) for p in pieces]
+    sent = [_norm(p.text) for p in committed]
+    if ours[: len(sent)] == sent:
+        return len(sent)
+    matcher = difflib.SequenceMatcher(a=sent, b=ours, autojunk=False)
+    blocks = [b for b in matcher.get_matching_blocks() if b.size]
+    if blocks and blocks[-1].a + blocks[-1].size >= len(sent) - 1:
+        # The committed text's end is found (allowing its last word to differ).
+        last = blocks[-1]
+        return min(len(pieces), last.b + last.size + (len(sent) - last.a - last.size))
+    return min(len(pieces), _word_index(pieces, _count_words(committed)))
+
+
+def _count_words(pieces: list[Piece]) -> int:
+    return sum(1 for i, p in enumerate(pieces) if i == 0 or p.starts_word())
+
+
+def _word_index(pieces: list[Piece], words: int) -> int:
+    """The index of the piece that starts word number `words` (0-based), or the end."""
+    seen = 0
+    for i, p in enumerate(pieces):
+        if i == 0 or p.starts_word():
+            if seen == words:
+                return i
+            seen += 1
+    return len(pieces)
+
+
+@dataclass(frozen=True)
+class PassOptions:
+    """What a session asks of every decode pass."""
+
+    language: str | None = None
+    prompt: str | None = None
+    logprobs: bool = False
+    beam_size: int = 5  # of the final pass; live passes are greedy
+    task: Task = "transcribe"  # "translate": Whisper's speech-to-English (live translation)
+
+
+@dataclass(frozen=True)
+class PassResult:
+    pieces: list[Piece]
+    language: str | None
+    output_tokens: int
+    prompt_tokens: int
+
+
+class PassDecoder:
+    """Runs decode passes for one model through the scheduler."""
+
+    def __init__(
+        self,
+        scheduler: Scheduler,
+        model: PublicModel,
+        session_id: str,
+        session_gone: Callable[[], Awaitable[bool]],
+    ) -> None:
+        self._scheduler = scheduler
+        self.model = model
+        self._session_id = session_id
+        self._session_gone = session_gone
+
+    async def run(
+        self, samples: np.ndarray, options: PassOptions, *, final: bool
+    ) -> PassResult:
+        if samples.size < MIN_SECONDS * SAMPLE_RATE:
+            return PassResult([], options.language, 0, 0)
+        decode = DecodeOptions(
+            task=options.task,
+            language=options.language,
+            prompt=options.prompt,
+            logprobs=options.logprobs,
+            # Live passes are greedy; the final one searches as the file endpoint does. One
+            # utterance: nothing to condition on across windows of a long final pass.
+            engine_options={"beam_size": options.beam_size if final else 1,
+                            "condition_on_previous_text": False},
+        )
+        async with self._admit() as lease:
+            engine: SpeechToTextEngine = lease.engine
+            check_capabilities(_as_request(self.model, options), engine.capabilities)
+            block = AudioBlock(0, samples, last=True)
+            segments: list[Segment] = []
+            language, prompt_tokens = options.language, 0
+            items = lease.iterate(lambda: decode_blocks(engine, [block], decode))
+            async for item in items:
+                if isinstance(item, Segment):
+                    segments.append(item)
+                elif isinstance(item, DecodeInfo):
+                    language, prompt_tokens = item.language, item.prompt_tokens
+            lease.audio_seconds = samples.size / SAMPLE_RATE
+            pieces = pieces_of(segments, options.logprobs)
+            return PassResult(pieces, language, engine.count_tokens(join(pieces)), prompt_tokens)
+
+    @asynccontextmanager
+    async def _admit(self) -> AsyncIterator[Lease]:
+        # Each pass is a request of its own: its deadline counts from now, not from when the
+        # session opened, and it is dropped before the engine if the session has ended.
+        ctx = RequestContext(f"{self._session_id}-pass-{time.monotonic_ns()}",
+                             is_disconnected=self._session_gone)
+        async with self._scheduler.admit(self.model.spec, ctx) as lease:
+            yield lease
+
+
+def _as_request(model: PublicModel, options: PassOptions) -> SpeechToTextRequest:
+    return SpeechToTextRequest(task=options.task, model=model, audio=b"",
+                               language=options.language)
+
+
+Emit = Callable[[list[Piece]], None]
+
+
+class UtteranceTranscriber:
+    """One item's text: live passes while it grows, a final pass when it ends."""
+
+    def __init__(self, decoder: PassDecoder, options: PassOptions) -> None:
+        self._decoder = decoder
+        self.options = options
+        self.agreement = Agreement()
+        self.decoded_samples = 0  # how much audio the last live pass saw
+        self.failed = False
+        self.output_tokens = 0
+        self.prompt_tokens = 0
+        self.latest_text = ""  # the newest live pass's whole text, stable or not
+        self.last_pass_seconds = 0.0  # wall time of the newest live pass (set by its runner)
+
+    @property
+    def text(self) -> str:
+        return self.agreement.text
+
+    @property
+    def model_id(self) -> str:
+        """The native model (the scheduler's lane) this item is decoded by."""
+        return self._decoder.model.spec.id
+
+    async def live_pass(self, samples: np.ndarray) -> list[Piece]:
+        self.decoded_samples = samples.size
+        try:
+            result = await self._decoder.run(samples, self.options, final=False)
+        except ServiceError:
+            # A failed live pass only delays text: the final pass reports the error.
+            self.failed = True
+            return []
+        self.latest_text = join(result.pieces)
+        if self.options.language is None and result.language:
+            # Detected once per item: later passes skip language detection.
+            self.options = replace(self.options, language=result.language)
+        return self.agreement.update(result.pieces)
+
+    async def final_pass(self, samples: np.ndarray) -> list[Piece]:
+        result = await self._decoder.run(samples, self.options, final=True)
+        rest = self.agreement.finish(result.pieces)
+        self.output_tokens = self._decoder_tokens(result)
+        self.prompt_tokens = result.prompt_tokens
+        return rest
+
+    def _decoder_tokens(self, result: PassResult) -> int:
+        # The transcript is the committed text, which may differ from the final pass's.
+        if result.output_tokens and join(result.pieces) == self.text:
+            return result.output_tokens
+        return max(result.output_tokens, len(self.text.split()))

@@ -1,0 +1,175 @@
+"""A local Ray cluster of two nodes on loopback, for the Ray tests and bench/bench_ray.py:
+`ray start --block` processes (the head, then a second node), each with a slice of the CPU,
+free ports and a process group of its own, so that stopping it ends exactly these processes
+and what they started (never a machine-wide `ray stop`)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def loopback_env(**extra: str) -> dict[str, str]:
+    """The environment for the nodes (their workers inherit it) and the driver."""
+    return {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "RAY_USAGE_STATS_ENABLED": "0",
+        # Loopback only: no tokens to share between the nodes.
+        "RAY_AUTH_MODE": "disabled",
+        # Ray's Python side then takes loopback as this machine's address (its agents bind it).
+        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+        **extra,
+    }
+
+
+# `ray start`, with two adjustments for one busy machine (test and benchmark harness only):
+# - Ray keeps loopback addresses only while it believes it is single-node
+#   (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0; otherwise it rewrites 127.0.0.1 to the machine's
+#   outward address and binds its agents there), and then its CLI refuses to add a node: the
+#   refusal is lifted in the CLI's own view of the flag only.
+# - A raylet gives up (and aborts) when its dashboard agent has not reported its HTTP port
+#   within a fixed 15 s, which a loaded machine misses; the port is given to the raylet
+#   up front instead, as the other agent ports are by their `ray start` options.
+_NODE_START = """
+import sys, types
+import ray._private.ray_constants as constants
+import ray._private.services as services
+import ray.scripts.scripts as cli
+
+cli.ray_constants = types.SimpleNamespace(**{**vars(constants), "ENABLE_RAY_CLUSTER": True})
+listen = next(a.split("=", 1)[1] for a in sys.argv if a.startswith("--dashboard-agent-listen-port="))
+start_ray_process = services.start_ray_process
+
+def start_with_listen_port(command, process_type, *args, **kwargs):
+    if process_type == constants.PROCESS_TYPE_RAYLET:
+        command = [*command, f"--dashboard_agent_listen_port={listen}"]
+    return start_ray_process(command, process_type, *args, **kwargs)
+
+services.start_ray_process = start_with_listen_port
+sys.argv = ["ray", *sys.argv[1:]]
+cli.main()
+"""
+
+
+class LocalRayCluster:
+    """`ray start --block` processes (head, then a second node) on 127.0.0.1, each in a
+    process group of its own so that teardown ends exactly them and what they started."""
+
+    def __init__(
+        self, temp_dir: Path, env: dict[str, str], logs: Path, cpus_per_node: int = 1
+    ) -> None:
+        self.gcs_port = free_port()
+        self.address = f"127.0.0.1:{self.gcs_port}"
+        self.temp_dir = temp_dir
+        self.env = env
+        self.logs = logs
+        self.cpus = cpus_per_node
+        self.processes: list[subprocess.Popen] = []
+
+    def _node_args(self) -> list[str]:
+        # Two nodes on one machine must not share any of Ray's fixed default ports.
+        return [
+            "--block", "--node-ip-address=127.0.0.1", f"--num-cpus={self.cpus}", "--disable-usage-stats",
+            f"--node-manager-port={free_port()}", f"--object-manager-port={free_port()}",
+            f"--dashboard-agent-grpc-port={free_port()}",
+            f"--dashboard-agent-listen-port={free_port()}",
+            f"--metrics-export-port={free_port()}", f"--runtime-env-agent-port={free_port()}",
+            f"--temp-dir={self.temp_dir}",
+        ]
+
+    def _start(self, args: list[str], log_name: str) -> None:
+        log = open(self.logs / log_name, "wb")  # noqa: SIM115 (open while the node runs)
+        self.processes.append(subprocess.Popen(
+            [sys.executable, "-c", _NODE_START, "start", *args, *self._node_args()],
+            env=self.env, stdout=log,
+            stderr=subprocess.STDOUT, start_new_session=True,
+        ))
+
+    def start(self) -> None:
+        # One node at a time: a node whose agents start slowly (a busy machine) is given up
+        # by its raylet after a fixed wait.
+        self._start(
+            ["--head", f"--port={self.gcs_port}", "--include-dashboard=false",
+                         f"--ray-client-server-port={free_port()}"], "head.log",
+        )
+        self._wait_started("head.log")
+        for attempt in range(3):  # that wait can still run out on a very busy machine
+            log_name = f"node2-{attempt}.log"
+            self._start([f"--address={self.address}"], log_name)
+            try:
+                return self._wait_started(log_name)
+            except RuntimeError:
+                if attempt == 2:
+                    raise
+
+    def _wait_started(self, log_name: str) -> None:
+        end = time.monotonic() + 180
+        log = self.logs / log_name
+        while "Ray runtime started" not in log.read_text(errors="replace"):
+            if time.monotonic() > end or self.processes[-1].poll() is not None:
+                raise RuntimeError(f"a Ray node did not start: {log.read_text()[-2000:]}")
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        """Ends every process of the nodes' sessions: Ray's workers start process groups of
+        their own, but stay in the session of the `ray start` that launched them."""
+        sessions = {process.pid for process in self.processes}
+        _signal_sessions(sessions, signal.SIGTERM)
+        end = time.monotonic() + 20
+        while _session_members(sessions) and time.monotonic() < end:
+            time.sleep(0.2)
+        _signal_sessions(sessions, signal.SIGKILL)
+        for process in self.processes:
+            process.wait(timeout=10)
+
+
+def _session_members(sessions: set[int]) -> list[int]:
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        # After the name: state, ppid, pgrp, session. Zombies are gone already.
+        if int(fields[3]) in sessions and fields[0] != "Z":
+            members.append(int(stat.parent.name))
+    return members
+
+
+def _signal_sessions(sessions: set[int], sig: signal.Signals) -> None:
+    for pid in _session_members(sessions):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+def start_voxserve(address: str, port: int, env: dict[str, str], log: Path) -> subprocess.Popen:
+    """`voxserve serve --ray ADDRESS`: deploys, then stays until it is stopped."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "voxserve", "serve", "--ray", address, "--port", str(port),
+         "--log-level", "warning"],
+        env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT,  # noqa: SIM115
+        start_new_session=True,
+    )
+
+
+def stop_process(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)

@@ -1,0 +1,66 @@
+"""The Ray door's pure parts, without Ray: settings, which models get a deployment, the catalog
+the ingress shows, and the merged metrics (tests/test_ray_cluster.py runs the real cluster)."""
+
+from __future__ import annotations
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from voxserve.cluster.metrics import merge_expositions
+from voxserve.cluster.served import ServedCatalog, deployment_name, served_models
+from voxserve.config import Settings
+from voxserve.runtime.metrics import Metrics
+from voxserve.services import build_services
+
+
+def test_per_model_settings_with_a_default(monkeypatch):
+    monkeypatch.setenv("VOXSERVE_RAY_REPLICAS", "whisper-base=4,*=1")
+    monkeypatch.setenv("VOXSERVE_RAY_NUM_GPUS", "whisper-base=0.5")
+    monkeypatch.setenv("VOXSERVE_RAY_NUM_CPUS", "2")
+    ray = Settings().ray
+    assert ray.per_model("replicas", "whisper-base") == 4
+    assert ray.per_model("replicas", "piper") == 1
+    assert ray.per_model("num_gpus", "whisper-base") == 0.5
+    assert ray.per_model("num_gpus", "piper") == 0  # no `*`: the default
+    assert ray.per_model("num_cpus", "anything") == 2
+
+
+@pytest.fixture(scope="module")
+def services():
+    built = build_services(Settings(stt_default_model="whisper-tiny.en", hf_offline=True))
+    yield built
+    built.close()
+
+
+def test_served_models_default_to_what_openai_names_point_at(services):
+    served = served_models(services.settings, services.catalog)
+    assert served[0] == "whisper-tiny.en"
+    assert "whisper-base" not in served  # only named, not pointed at
+    settings = services.settings.model_copy(
+        update={"ray": services.settings.ray.model_copy(update={"models": ["nope"]})}
+    )
+    with pytest.raises(ValueError, match="nope"):
+        served_models(settings, services.catalog)
+
+
+def test_the_ingress_catalog_shows_only_deployed_models(services):
+    catalog = ServedCatalog(services.catalog, ["whisper-tiny.en"])
+    ids = {m.id for m in catalog.public_models()}
+    assert {"whisper-tiny.en", "whisper-1", "whisper-tiny.en+diarize"} <= ids
+    assert "whisper-base" not in ids and catalog.resolve("whisper-base") is None
+    assert catalog.resolve("whisper-1").spec.id == "whisper-tiny.en"
+    assert deployment_name("whisper-tiny.en") == "model-whisper-tiny_en"
+
+
+def test_merged_metrics_keep_each_replica_apart():
+    parts = []
+    for replica, n in (("a", 1), ("b", 3)):
+        metrics = Metrics()
+        metrics.admitted.labels("whisper-tiny.en").inc(n)
+        parts.append(({"deployment": "whisper-tiny.en", "replica": replica},
+                      metrics.exposition()))
+    text = merge_expositions(parts).decode()
+    assert text.count("# TYPE voxserve_admitted_total counter") == 1
+    family = next(f for f in text_string_to_metric_families(text) if f.name == "voxserve_admitted")
+    values = {s.labels["replica"]: s.value for s in family.samples if s.name.endswith("_total")}
+    assert values == {"a": 1, "b": 3}

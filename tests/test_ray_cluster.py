@@ -1,0 +1,411 @@
+"""voxserve on a local two-node Ray cluster (`voxserve serve --ray ADDRESS`), through the SDK.
+
+One cluster for the module: a head node and a second `ray start` node process on loopback, one
+CPU each, both started here with free ports and torn down here (only these processes, by
+process group; never a machine-wide `ray stop`). Deployed by the CLI: whisper-tiny.en with two
+replicas (one per node), whisper-base (for the one translation) and Piper, each with a slice
+of the CPUs, and the ingress.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+import warnings
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+from conftest import MODEL_CACHE, audio_path, free_port, reference_texts
+from joined_audio import join_clips, wav_bytes
+from ray_cluster import LocalRayCluster, loopback_env, start_voxserve, stop_process
+
+pytest.importorskip(
+    "ray.serve", reason="the Ray cluster tests need the ray extra: pip install 'voxserve[ray]'"
+)
+
+from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
+
+from voxserve.audio.decode import SAMPLE_RATE, decode_audio  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+# A bound on waiting for the cluster to change state: generous, only so that a broken cluster
+# fails the test instead of hanging it.
+PATIENCE = 300
+WHISPER = "whisper-tiny.en"
+SENTENCES = [f"This is sentence number {n} of a long text to read aloud." for n in range(60)]
+
+
+def _wait(condition, what: str, patience: float = PATIENCE):
+    end = time.monotonic() + patience
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > end:
+            raise AssertionError(f"gave up waiting for {what}")
+        time.sleep(0.2)
+
+
+class Deployment:
+    def __init__(self, cluster: LocalRayCluster, port: int, process: subprocess.Popen) -> None:
+        self.cluster = cluster
+        self.base_url = f"http://127.0.0.1:{port}"
+        self.process = process
+
+    def get(self, path: str) -> httpx.Response:
+        return httpx.get(f"{self.base_url}{path}", timeout=60)
+
+    def health(self) -> dict:
+        return self.get("/health").json()
+
+    def replicas(self, model: str) -> list[dict]:
+        return [r for r in self.health()["replicas"] if r.get("model") == model and "pid" in r]
+
+    def sdk(self, max_retries: int = 0) -> openai.OpenAI:
+        return openai.OpenAI(
+            base_url=f"{self.base_url}/v1", api_key="test", max_retries=max_retries, timeout=300
+        )
+
+
+@pytest.fixture(scope="module")
+def ray_serve(tmp_path_factory) -> Iterator[Deployment]:
+    base = tmp_path_factory.mktemp("ray")
+    temp_dir = Path(f"/tmp/vxray{os.getpid()}")  # short: Ray's socket paths have a length limit
+    env = loopback_env(**{
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT / "tests")]),
+        "VOXSERVE_HOST": "127.0.0.1",
+        "VOXSERVE_CACHE_DIR": str(MODEL_CACHE),
+        "VOXSERVE_HF_OFFLINE": "true",
+        "VOXSERVE_STT_DEFAULT_MODEL": WHISPER,
+        "VOXSERVE_RAY_MODELS": f"{WHISPER},whisper-base,piper",
+        "VOXSERVE_RAY_REPLICAS": f"{WHISPER}=2,*=1",
+        # Two Whisper replicas cannot share a node: 0.5 CPU each, at most one per node.
+        "VOXSERVE_RAY_NUM_CPUS": f"{WHISPER}=0.5,*=0.2",
+        "VOXSERVE_RAY_MAX_REPLICAS_PER_NODE": "1",
+        "VOXSERVE_RAY_INGRESS_NUM_CPUS": "0.1",
+        # Small enough for the backpressure test to reach Ray's own limit.
+        "VOXSERVE_RAY_MAX_ONGOING_REQUESTS": "2",
+        "VOXSERVE_RAY_MAX_QUEUED_REQUESTS": "2",
+    })
+    cluster = LocalRayCluster(temp_dir, env, base)
+    process = None
+    try:
+        cluster.start()
+        port = free_port()
+        process = start_voxserve(cluster.address, port, env, base / "serve.log")
+        deployment = Deployment(cluster, port, process)
+
+        def ready() -> bool:
+            assert process.poll() is None, (base / "serve.log").read_text()[-3000:]
+            try:
+                return deployment.get("/ready").status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        _wait(ready, "the deployment to be ready")
+        yield deployment
+    finally:
+        if process is not None:
+            stop_process(process)
+        cluster.stop()
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _clip(name: str) -> tuple[str, bytes]:
+    return name, audio_path(name).read_bytes()
+
+
+def _words(text: str) -> list[str]:
+    return [w.strip(".,!?;:'\"").lower() for w in text.split() if w.strip(".,!?;:'\"")]
+
+
+def _matches(text: str, reference: str) -> bool:
+    """Most of the reference's words, in the transcript (tiny.en is not perfect)."""
+    got, want = set(_words(text)), _words(reference)
+    return sum(w in got for w in want) >= 0.7 * len(want)
+
+
+# --- the OpenAI surface through the cluster --------------------------------------------------
+
+
+def test_models_list_what_the_cluster_serves(ray_serve):
+    with ray_serve.sdk() as client:
+        ids = {m.id for m in client.models.list()}
+        assert {WHISPER, "whisper-base", "piper", "whisper-1", "tts-1"} <= ids
+        assert "kokoro" not in ids  # installed, but not deployed
+        with pytest.raises(openai.NotFoundError) as err:
+            client.audio.speech.create(model="kokoro", voice="alloy", input="Hello.")
+    assert err.value.body["code"] == "model_not_found"
+
+
+def test_transcription(ray_serve):
+    name = "sense_and_sensibility_01_austen_64kb-0870.wav"
+    with ray_serve.sdk() as client:
+        result = client.audio.transcriptions.create(model="whisper-1", file=_clip(name))
+    assert _matches(result.text, reference_texts()[name])
+
+
+def test_translation_with_a_multilingual_model(ray_serve):
+    french = decode_audio(audio_path("audio_french.wav").read_bytes())[: 12 * SAMPLE_RATE]
+    with ray_serve.sdk() as client, warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # translations are deprecated upstream
+        result = client.audio.translations.create(
+            model="whisper-base", file=("fr.wav", wav_bytes(french))
+        )
+    words = _words(result.text)
+    assert len(words) >= 5
+    assert not {"le", "la", "les", "est", "des", "une", "nous"} & set(words)
+
+
+def test_streamed_transcription_leaves_before_the_work_is_done(ray_serve):
+    names = [n for n in reference_texts() if n.startswith("sense_and")]
+    joined = join_clips(names * 2)
+    with ray_serve.sdk() as client:
+        stream = client.audio.transcriptions.create(
+            model="gpt-4o-mini-transcribe", file=("long.wav", joined.wav), stream=True
+        )
+        events = iter(stream)
+        first = next(events)
+        # The first delta is here while a Whisper replica is still decoding the file.
+        working = _busy_replica(ray_serve, WHISPER)
+        rest = list(events)
+    assert working is not None
+    deltas = [first, *rest[:-1]]
+    done = rest[-1]
+    assert all(d.type == "transcript.text.delta" for d in deltas) and len(deltas) > 3
+    assert done.type == "transcript.text.done"
+    assert "".join(d.delta for d in deltas) == done.text
+    # The usage is counted on the replica; it crosses with the stream's last item.
+    assert done.usage.output_tokens > 10 and done.usage.input_tokens > 0
+
+
+def test_speech_streams_and_round_trips(ray_serve):
+    text = " ".join(SENTENCES[:3])
+    with ray_serve.sdk() as client:
+        with client.audio.speech.with_streaming_response.create(
+            model="tts-1", voice="alloy", input=text, response_format="wav"
+        ) as response:
+            assert response.headers["content-type"] == "audio/wav"
+            chunks = response.iter_bytes()
+            first = next(chunks)
+            # The first audio is here while the Piper replica is still speaking the rest.
+            working = _busy_replica(ray_serve, "piper")
+            audio = first + b"".join(chunks)
+        assert working is not None
+        heard = client.audio.transcriptions.create(model=WHISPER, file=("s.wav", audio)).text
+    assert _matches(heard, text)
+
+
+def test_speech_sse_usage_counts_the_remote_audio(ray_serve):
+    body = {"model": "piper", "voice": "alloy", "input": "Hello there. How are you?",
+            "stream_format": "sse"}
+    response = httpx.post(f"{ray_serve.base_url}/v1/audio/speech", json=body, timeout=120)
+    events = [json.loads(line[6:]) for line in response.text.splitlines()
+              if line.startswith("data: ") and line != "data: [DONE]"]
+    assert events[0]["type"] == "speech.audio.delta"
+    assert events[-1]["type"] == "speech.audio.done"
+    assert events[-1]["usage"]["output_tokens"] > 10
+
+
+def test_errors_from_a_replica_keep_openai_envelope(ray_serve):
+    with ray_serve.sdk() as client, pytest.raises(openai.BadRequestError) as err, \
+            warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        client.audio.translations.create(model=WHISPER, file=_clip("cards_001.wav"))
+    assert err.value.body["code"] == "unsupported_value"
+    assert err.value.body["param"] == "model"
+    assert "English-only" in err.value.body["message"]
+
+
+def test_health_and_metrics_cover_the_deployments(ray_serve):
+    health = ray_serve.health()
+    assert {"ingress", "model-whisper-tiny_en", "model-whisper-base", "model-piper"} <= set(
+        health["deployments"]
+    )
+    assert all(d["status"] == "HEALTHY" for d in health["deployments"].values())
+    assert {r["model"] for r in health["replicas"]} == {WHISPER, "whisper-base", "piper"}
+    labels = _samples(ray_serve, "voxserve_model_loaded")
+    loaded = {(lab["deployment"], lab["model"]) for lab, value in labels if value == 1}
+    assert {(WHISPER, WHISPER), ("whisper-base", "whisper-base"), ("piper", "piper")} <= loaded
+    requests = _samples(ray_serve, "voxserve_requests")
+    assert {lab["deployment"] for lab, _ in requests} == {"ingress"}  # HTTP is the ingress's
+
+
+# --- scale-out, backpressure, cancellation ----------------------------------------------------
+
+
+def _samples(deployment: Deployment, family_name: str) -> list[tuple[dict, float]]:
+    text = deployment.get("/metrics").text
+    for family in text_string_to_metric_families(text):
+        if family.name == family_name:
+            return [(s.labels, s.value) for s in family.samples if not s.name.endswith("_created")]
+    return []
+
+
+def _per_replica(deployment: Deployment, family_name: str, model: str) -> dict[str, float]:
+    return {labels["replica"]: value for labels, value in _samples(deployment, family_name)
+            if labels.get("deployment") == model and labels.get("model") == model}
+
+
+def _two_whisper_replicas(deployment: Deployment) -> list[dict]:
+    def two() -> list[dict] | None:
+        try:
+            replicas = deployment.replicas(WHISPER)
+        except (httpx.HTTPError, ValueError, KeyError):
+            return None
+        return replicas if len(replicas) == 2 else None
+
+    return _wait(two, "two running Whisper replicas")
+
+
+def test_two_whisper_replicas_on_two_nodes_serve_concurrent_requests(ray_serve):
+    replicas = _two_whisper_replicas(ray_serve)
+    assert len({r["node"] for r in replicas}) == 2  # one per node
+    before = _per_replica(ray_serve, "voxserve_admitted", WHISPER)
+    # As many as the two replicas take at once (2 each here), so that none is refused.
+    names = [n for n in reference_texts() if n.startswith("sense_and")][:4]
+    with ray_serve.sdk() as client, ThreadPoolExecutor(len(names)) as pool:
+        texts = list(pool.map(
+            lambda n: client.audio.transcriptions.create(model=WHISPER, file=_clip(n)).text, names
+        ))
+    for name, text in zip(names, texts, strict=True):  # each request got its own result
+        assert _matches(text, reference_texts()[name]), (name, text)
+    after = _per_replica(ray_serve, "voxserve_admitted", WHISPER)
+    served = {r for r, n in after.items() if n > before.get(r, 0)}
+    assert served == {r["replica"] for r in replicas}
+
+
+async def _hold_speech_streams(base_url: str, count: int, body: dict) -> list[tuple]:
+    """`count` speech requests at once; each admitted one reads its first audio, then all leave
+    together without reading the rest."""
+    import asyncio
+
+    release = asyncio.Event()
+    started = 0
+
+    async def one(http: httpx.AsyncClient):
+        nonlocal started
+        async with http.stream("POST", f"{base_url}/v1/audio/speech", json=body) as response:
+            if response.status_code != 200:
+                await response.aread()
+                return response.status_code, response.headers, response.json()
+            async for _ in response.aiter_bytes():
+                break
+            started += 1
+            await release.wait()
+            return 200, response.headers, None
+
+    async with httpx.AsyncClient(timeout=PATIENCE) as http:
+        tasks = [asyncio.create_task(one(http)) for _ in range(count)]
+        # Two stream and the refused come back at once; the queued wait for the streams.
+        end = time.monotonic() + PATIENCE
+        while not (started >= 2 and any(t.done() for t in tasks)):
+            assert time.monotonic() < end, "gave up waiting for streams and refusals"
+            await asyncio.sleep(0.1)
+        release.set()
+        return list(await asyncio.gather(*tasks))
+
+
+def test_full_cluster_answers_429_and_leaving_clients_cancel_the_work(ray_serve):
+    import asyncio
+
+    audio_before = sum(_per_replica(ray_serve, "voxserve_audio_seconds", "piper").values())
+    body = {"model": "piper", "voice": "alloy", "input": " ".join(SENTENCES),
+            "response_format": "pcm"}
+    # One Piper replica takes 2 at once and Ray's router queues 2 more: 4 of 8 are refused.
+    results = asyncio.run(_hold_speech_streams(ray_serve.base_url, 8, body))
+    refused = [(headers, envelope) for status, headers, envelope in results if status == 429]
+    assert len(refused) >= 1 and sum(status == 200 for status, *_ in results) >= 2
+    for headers, envelope in refused:
+        assert int(headers["retry-after"]) >= 1
+        assert envelope["error"]["code"] == "rate_limit_exceeded"
+        assert envelope["error"]["type"] == "requests"
+    # Every stream was left after its first audio: the replica stops each one (its slots free
+    # up) and none of them ran to the end (a finished one would count its audio seconds).
+    _wait(lambda: all(r["busy_slots"] == 0 for r in ray_serve.replicas("piper")),
+          "the Piper replica to stop the abandoned streams")
+    audio_after = sum(_per_replica(ray_serve, "voxserve_audio_seconds", "piper").values())
+    assert audio_after == audio_before
+
+
+# --- faults -----------------------------------------------------------------------------------
+
+
+def _busy_replica(deployment: Deployment, model: str) -> dict | None:
+    try:
+        busy = [r for r in deployment.replicas(model) if r["busy_slots"] > 0]
+    except (httpx.HTTPError, ValueError, KeyError):
+        return None
+    return busy[0] if busy else None
+
+
+def _joined(prefixes: tuple[str, ...], times: int):
+    return join_clips([n for n in reference_texts() if n.startswith(prefixes)] * times)
+
+
+def _all_clips_heard(text: str, joined) -> bool:
+    return all(_matches(text, reference_texts()[name]) for name, _ in joined.placements)
+
+
+def test_killed_whisper_replica_is_retried_and_restarted(ray_serve):
+    old = {r["pid"] for r in _two_whisper_replicas(ray_serve)}
+    long_a, long_b = _joined(("sense_and",), 1), _joined(("arctic", "beckett"), 2)
+    with ray_serve.sdk() as client, ThreadPoolExecutor(2) as pool:
+        futures = [
+            pool.submit(client.audio.transcriptions.create, model=WHISPER, file=(n, a.wav))
+            for n, a in (("a.wav", long_a), ("b.wav", long_b))
+        ]
+        victim = _wait(lambda: _busy_replica(ray_serve, WHISPER), "a busy Whisper replica")
+        os.kill(victim["pid"], signal.SIGKILL)
+        # Nothing had been sent: the ingress made the call again, on a live replica. Each
+        # request still gets its own transcript.
+        text_a, text_b = (f.result(timeout=PATIENCE).text for f in futures)
+    assert _all_clips_heard(text_a, long_a), text_a
+    assert _all_clips_heard(text_b, long_b), text_b
+    # Ray starts a new replica in the killed one's place.
+    pids = {r["pid"] for r in _two_whisper_replicas(ray_serve)}
+    assert victim["pid"] not in pids and len(pids & old) == 1
+
+
+def test_killed_whisper_replica_mid_stream_ends_it_with_a_5xx_envelope(ray_serve):
+    _two_whisper_replicas(ray_serve)
+    joined = _joined(("sense_and",), 2)
+    with ray_serve.sdk() as client:
+        stream = client.audio.transcriptions.create(
+            model=WHISPER, file=("long.wav", joined.wav), stream=True
+        )
+        events = iter(stream)
+        assert next(events).type == "transcript.text.delta"
+        victim = _wait(lambda: _busy_replica(ray_serve, WHISPER), "the busy Whisper replica")
+        os.kill(victim["pid"], signal.SIGKILL)
+        with pytest.raises(openai.APIError) as err:
+            for _ in events:
+                pass
+    assert err.value.body["code"] == "replica_unavailable"
+    assert err.value.body["type"] == "server_error"
+    _two_whisper_replicas(ray_serve)
+
+
+def test_killed_ingress_is_survived(ray_serve):
+    ingress_pid = ray_serve.health()["ingress"]["pid"]
+    name = "sense_and_sensibility_01_austen_64kb-0920.wav"
+    joined = _joined(("sense_and",), 1)
+    # The SDK retries what the dead ingress leaves behind (a 5xx or a dropped connection).
+    with ray_serve.sdk(max_retries=8) as client, ThreadPoolExecutor(1) as pool:
+        future = pool.submit(
+            client.audio.transcriptions.create, model=WHISPER, file=("long.wav", joined.wav)
+        )
+        _wait(lambda: _busy_replica(ray_serve, WHISPER), "the request to reach Whisper")
+        os.kill(ingress_pid, signal.SIGKILL)
+        assert _all_clips_heard(future.result(timeout=PATIENCE).text, joined)
+        after = client.audio.transcriptions.create(model=WHISPER, file=_clip(name)).text
+    assert _matches(after, reference_texts()[name])
+    assert ray_serve.health()["ingress"]["pid"] != ingress_pid

@@ -1,0 +1,193 @@
+"""The realtime parts that need no model: audio input, streaming VAD, turn detection, the
+agreement between live passes, and the session's buffer limit."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+
+import numpy as np
+import pytest
+from realtime_audio import g711, speech
+
+from voxserve.audio.decode import SAMPLE_RATE
+from voxserve.config import Settings
+from voxserve.domain import Segment
+from voxserve.errors import InvalidInput
+from voxserve.realtime.audio_in import AudioInput, InputFormat
+from voxserve.realtime.models import resolve_model
+from voxserve.realtime.session import SessionLimits, TranscriptionSession
+from voxserve.realtime.session_config import build_config, default_wire, merge_update
+from voxserve.realtime.transcriber import Agreement, join, pieces_of
+from voxserve.realtime.turns import (
+    FRAME,
+    IdleTimeout,
+    StreamingVad,
+    TurnConfig,
+    TurnCut,
+    TurnDetector,
+    TurnStarted,
+    TurnStopped,
+)
+from voxserve.runtime.catalog import Catalog
+
+FPS = SAMPLE_RATE / FRAME  # frames per second
+
+
+@pytest.mark.parametrize("kind", ["audio/pcmu", "audio/pcma"])
+def test_g711_decodes_to_the_signal_it_encodes(kind):
+    tone = (0.3 * np.sin(2 * np.pi * 300 * np.arange(SAMPLE_RATE) / SAMPLE_RATE)).astype(np.float32)
+    decoded = AudioInput(InputFormat(kind)).push(g711(tone, kind))
+    assert abs(decoded.size - tone.size) < 64
+    a = tone[1000:15000]
+    lag = max(range(-40, 40), key=lambda k: float(np.dot(decoded[1000 + k : 15000 + k], a)))
+    error = decoded[1000 + lag : 15000 + lag] - a
+    snr = 10 * np.log10(np.sum(a**2) / np.sum(error**2))
+    assert snr > 25  # G.711's 8-bit companding: about 35 dB on a tone
+
+
+def test_pcm_chunks_of_any_size_decode_as_one():
+    data = (np.sin(np.arange(24_000) / 10) * 8000).astype("<i2").tobytes()
+    whole = AudioInput(InputFormat()).push(data)
+    odd = AudioInput(InputFormat())
+    parts = [odd.push(data[i : i + 333]) for i in range(0, len(data), 333)]
+    assert np.allclose(np.concatenate(parts), whole[: sum(p.size for p in parts)], atol=1e-6)
+
+
+def test_streaming_vad_does_not_depend_on_chunking():
+    clip = speech("cards_005.wav")
+    whole = StreamingVad().push(clip)
+    vad = StreamingVad()
+    parts = np.concatenate([vad.push(clip[i : i + 1234]) for i in range(0, clip.size, 1234)])
+    assert np.allclose(parts, whole, atol=1e-5)
+    assert whole.max() > 0.9 and whole[:5].max() < 0.5  # speech found, leading silence not
+
+
+def frames(*spans: tuple[float, float]) -> np.ndarray:
+    """Frame probabilities: (seconds, probability) spans in order."""
+    return np.concatenate([np.full(round(s * FPS), p, dtype=np.float32) for s, p in spans])
+
+
+def test_server_vad_turn_has_padding_and_ends_after_the_silence():
+    detector = TurnDetector(TurnConfig(prefix_padding_ms=300, silence_duration_ms=500), 28 * SAMPLE_RATE)
+    events = detector.push(frames((1.0, 0.1), (2.0, 0.9), (1.0, 0.1)))
+    assert [type(e) for e in events] == [TurnStarted, TurnStopped]
+    onset = round(1.0 * FPS) * FRAME
+    assert events[0].start == onset - 300 * SAMPLE_RATE // 1000
+    speech_end = onset + round(2.0 * FPS) * FRAME
+    assert 0.5 * SAMPLE_RATE <= events[1].end - speech_end < 0.5 * SAMPLE_RATE + 2 * FRAME
+
+
+def test_idle_timeout_fires_after_that_much_silence():
+    detector = TurnDetector(TurnConfig(idle_timeout_ms=5000), 28 * SAMPLE_RATE)
+    events = detector.push(frames((11.0, 0.0)))
+    assert [type(e) for e in events] == [IdleTimeout, IdleTimeout]
+    assert events[0].end - events[0].start >= 5 * SAMPLE_RATE
+
+
+@pytest.mark.parametrize(("eagerness", "ended", "wait"), [
+    ("high", False, 2.0), ("low", False, 8.0), ("auto", False, 4.0), ("high", True, 0.3),
+])
+def test_semantic_vad_waits_by_eagerness_and_less_after_a_sentence(eagerness, ended, wait):
+    detector = TurnDetector(TurnConfig(type="semantic_vad", eagerness=eagerness),
+                            28 * SAMPLE_RATE, sentence_ended=lambda: ended)
+    events = detector.push(frames((0.5, 0.0), (1.0, 0.9), (wait - 0.1, 0.0)))
+    assert [type(e) for e in events] == [TurnStarted]
+    assert [type(e) for e in detector.push(frames((0.2, 0.0)))] == [TurnStopped]
+
+
+def test_a_turn_longer_than_the_window_is_cut_at_its_quietest_frame():
+    detector = TurnDetector(TurnConfig(), 28 * SAMPLE_RATE)
+    probs = frames((0.5, 0.0), (40.0, 0.9))
+    dip = round((0.5 + 22.0) * FPS)
+    probs[dip] = 0.4  # a short pause between words, too short to end the turn
+    events = detector.push(probs)
+    assert [type(e) for e in events] == [TurnStarted, TurnCut]
+    assert events[1].at == dip * FRAME
+
+
+def pieces(text: str):
+    return pieces_of([Segment(0, 0, 0.0, 1.0, " " + text)], tokens=False)
+
+
+def test_agreement_sends_only_what_two_passes_agree_on_and_never_retracts():
+    agreement = Agreement()
+    passes = [
+        "And Mr. John.", "Mr. John Dashwood.", "Mr. John Dashwood had that",
+        "Mr. John Dashwood had then leisure to...", "And Mr. John Dashwood had then leisure to consider how.",
+    ]
+    sent = []
+    for text in passes:
+        new = agreement.update(pieces(text))
+        sent.append(join(new))
+    assert sent[:2] == ["", ""]  # nothing is sent before two passes agree
+    assert "".join(sent).startswith("Mr. John")
+    rest = agreement.finish(pieces("And Mr. John Dashwood had then leisure to consider how much."))
+    assert "".join(sent) + join(rest) == agreement.text
+    assert agreement.text.endswith("consider how much.")
+    assert agreement.text.count("Dashwood") == 1  # the rewritten start neither lost nor doubled
+
+
+async def test_a_full_buffer_is_refused_with_an_error_and_the_session_goes_on():
+    settings = Settings(stt_default_model="whisper-tiny.en")
+    catalog = Catalog(settings)
+    session = TranscriptionSession(  # no audio is committed: no scheduler needed
+        scheduler=None, resolve_model=lambda name: resolve_model(catalog, settings, name),
+        limits=SessionLimits(max_buffer_seconds=1.0), initial=default_wire(),
+    )
+    session.receive(json.dumps({"type": "session.update", "session": {
+        "type": "transcription", "audio": {"input": {"turn_detection": None}}}}))
+    assert (await session.outbox.get())["type"] == "session.updated"
+    second = base64.b64encode(bytes(48_000)).decode()  # one second at 24 kHz
+    for event_id in ("a1", "a2"):
+        session.receive(json.dumps({"type": "input_audio_buffer.append", "audio": second,
+                                    "event_id": event_id}))
+    error = (await asyncio.wait_for(session.outbox.get(), 5))["error"]
+    assert error["code"] == "input_audio_buffer_full" and error["event_id"] == "a2"
+    session.receive(json.dumps({"type": "input_audio_buffer.clear"}))
+    assert (await session.outbox.get())["type"] == "input_audio_buffer.cleared"
+
+
+def _resolver():
+    settings = Settings(stt_default_model="whisper-tiny.en", aliases={"gpt-live-transcribe": "whisper-base"})
+    catalog = Catalog(settings)
+    return lambda name: resolve_model(catalog, settings, name)
+
+
+@pytest.mark.parametrize(("name", "served"), [
+    ("whisper-1", "whisper-tiny.en"), ("gpt-4o-mini-transcribe-2025-12-15", "whisper-tiny.en"),
+    ("gpt-transcribe", "whisper-tiny.en"), ("gpt-live-transcribe", "whisper-base"),
+    ("whisper-base", "whisper-base"),
+])
+def test_realtime_model_names_map_onto_served_models(name, served):
+    config = build_config(merge_update(default_wire(), {
+        "type": "transcription", "audio": {"input": {"turn_detection": None,
+                                                     "transcription": {"model": name}}}}), _resolver())
+    assert config.model.spec.id == served and config.wire()["audio"]["input"]["transcription"]["model"] == name
+
+
+def test_gpt_realtime_whisper_keeps_openai_rules():
+    resolve = _resolver()
+    with pytest.raises(InvalidInput) as vad:
+        build_config(merge_update(default_wire(), {"type": "transcription", "audio": {"input": {
+            "transcription": {"model": "gpt-realtime-whisper"}}}}), resolve)
+    assert vad.value.param == "session.audio.input.turn_detection"
+    with pytest.raises(InvalidInput) as prompt:
+        build_config(merge_update(default_wire(), {"type": "transcription", "audio": {"input": {
+            "turn_detection": None, "transcription": {"model": "gpt-realtime-whisper", "prompt": "x"}}}}),
+            resolve)
+    assert prompt.value.param == "session.audio.input.transcription.prompt"
+
+
+def test_updates_are_partial_and_unknown_fields_are_named():
+    resolve = _resolver()
+    wire = merge_update(default_wire(), {"type": "transcription", "audio": {"input": {
+        "transcription": {"language": "en"}}}})
+    wire = merge_update(wire, {"audio": {"input": {"transcription": {"prompt": "cards"}}}})
+    config = build_config(wire, resolve)
+    assert (config.language, config.prompt, config.model.id) == ("en", "cards", "whisper-1")
+    assert config.turn is not None and config.turn.type == "server_vad"
+    with pytest.raises(InvalidInput) as unknown:
+        build_config(merge_update(wire, {"audio": {"input": {"volume": 3}}}), resolve)
+    assert unknown.value.code == "unknown_parameter" and unknown.value.param == "session.audio.input.volume"
