@@ -20,8 +20,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 FIXTURES = Path(__file__).parent / "fixtures"
 AUDIO = FIXTURES / "audio"
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-RECORDINGS = SHARED / "openai" / "recordings"
+# OpenAI's recorded requests and responses (see fixtures/openai/ATTRIBUTION.md).
+OPENAI = FIXTURES / "openai"
+RECORDINGS = OPENAI / "recordings"
 # The assembled whisper-base weights are reused between runs.
 MODEL_CACHE = Path(__file__).resolve().parents[1] / ".cache" / "models"
 

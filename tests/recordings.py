@@ -1,11 +1,10 @@
-"""Reading OpenAI's recorded responses (../shared/openai/recordings)."""
+"""Reading OpenAI's recorded responses (tests/fixtures/openai)."""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-from conftest import RECORDINGS, SHARED
+from conftest import OPENAI, RECORDINGS
 
 
 def recorded_entry(name: str, index: int = 0) -> dict:
@@ -21,8 +20,4 @@ def recorded_body(name: str, index: int = 0) -> bytes:
 
 
 def french_translation() -> dict:
-    return json.loads((SHARED / "openai" / "translation_french.json").read_text())
-
-
-def shared_available() -> bool:
-    return Path(RECORDINGS).is_dir()
+    return json.loads((OPENAI / "translation_french.json").read_text())

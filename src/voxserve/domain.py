@@ -25,6 +25,21 @@ class TokenLogprob:
     bytes: tuple[int, ...]
 
 
+def without_leading_space(logprobs: tuple[TokenLogprob, ...]) -> tuple[TokenLogprob, ...]:
+    """The tokens of a text whose leading whitespace was stripped, spelled the same way: OpenAI's
+    first token is "Hello" where Whisper's is " Hello" (whitespace-only tokens in front go)."""
+    out = list(logprobs)
+    while out:
+        first = out[0]
+        token = first.token.lstrip()
+        if token:
+            raw = bytes(first.bytes).lstrip(b" \t\r\n")
+            out[0] = TokenLogprob(token, first.logprob, tuple(raw))
+            break
+        out.pop(0)
+    return tuple(out)
+
+
 @dataclass(frozen=True)
 class Segment:
     id: int
@@ -64,5 +79,6 @@ class Transcript:
 
     @property
     def logprobs(self) -> tuple[TokenLogprob, ...]:
-        return tuple(p for s in self.segments for p in s.logprobs)
+        # They spell `text`, which loses Whisper's leading space.
+        return without_leading_space(tuple(p for s in self.segments for p in s.logprobs))
 

@@ -115,7 +115,7 @@ class AccessLogMiddleware:
             self._record(scope, status, time.perf_counter() - started)
 
     def _record(self, scope: Scope, status: int, seconds: float) -> None:
-        route = getattr(scope.get("route"), "path", None) or "unmatched"
+        route = route_label(scope)
         ctx: RequestContext | None = scope.get("state", {}).get("context")
         model = (ctx.model if ctx else None) or ""
         self.metrics.requests.labels(route, model, str(status)).inc()
@@ -134,6 +134,18 @@ class AccessLogMiddleware:
         access_log.info(
             " ".join(f"{k}={v}" for k, v in fields.items() if v != ""), extra=fields
         )
+
+
+def route_label(scope: Scope) -> str:
+    """The matched route's template. FastAPI's own routes put themselves in the scope; plain
+    Starlette routes (FastAPI's `/docs` and `/openapi.json`) only leave their endpoint, so
+    the route is found by it."""
+    route = scope.get("route")
+    if route is None and scope.get("endpoint") is not None:
+        routes = getattr(getattr(scope.get("app"), "router", None), "routes", ())
+        route = next((r for r in routes if getattr(r, "endpoint", None) is scope["endpoint"]),
+                     None)
+    return getattr(route, "path", None) or "unmatched"
 
 
 class UploadLimitMiddleware:

@@ -15,7 +15,7 @@ from voxserve.api.openapi_bodies import TRANSCRIPTION_BODY, TRANSLATION_BODY
 from voxserve.api.sse import DONE, sse_error, sse_event, sse_response
 from voxserve.diarize.params import DiarizeParams
 from voxserve.diarize.wiring import is_diarization_model
-from voxserve.domain import Segment, Task
+from voxserve.domain import Segment, Task, without_leading_space
 from voxserve.errors import InvalidInput, ServiceError, model_not_found, server_error
 from voxserve.formats.transcript import (
     diarized_segment_object,
@@ -68,18 +68,21 @@ async def _speech_to_text(request: Request, task: Task) -> Response:
 
 def delta_event(req: SpeechToTextRequest) -> Callable[[Segment], dict | None]:
     """`transcript.text.delta` per segment; the first loses Whisper's leading space so the
-    deltas join into exactly the final text."""
+    deltas join into exactly the final text, and its tokens lose it too so that they spell the
+    delta (as OpenAI's do)."""
     first = True
 
     def event(segment: Segment) -> dict | None:
         nonlocal first
-        text = segment.text.lstrip() if first else segment.text
-        first = False
+        text, logprobs = segment.text, segment.logprobs
+        if first:
+            text, logprobs = text.lstrip(), without_leading_space(logprobs)
         if not text:
             return None
+        first = False
         payload: dict = {"type": "transcript.text.delta", "delta": text}
         if req.include_logprobs:
-            payload["logprobs"] = logprob_objects(segment.logprobs)
+            payload["logprobs"] = logprob_objects(logprobs)
         return payload
 
     return event

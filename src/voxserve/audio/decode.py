@@ -47,6 +47,19 @@ class OpenedAudio:
         self._stream = container.streams.audio[0]
         self._max_seconds = max_seconds
 
+    @property
+    def duration(self) -> float | None:
+        """The length the container announces (exact for WAV/FLAC, estimated for MP3 without
+        an index), or None when it announces none; only decoding tells for sure."""
+        if self._container.duration:
+            return self._container.duration / av.time_base
+        if self._stream.duration and self._stream.time_base:
+            return float(self._stream.duration * self._stream.time_base)
+        return None
+
+    def close(self) -> None:
+        self._container.close()
+
     def chunks(self) -> Iterator[np.ndarray]:
         """16 kHz mono float32 pieces as the decoder produces them; closes the container."""
         with self._container:
@@ -70,6 +83,15 @@ def open_audio(data: bytes, max_seconds: float | None = None) -> OpenedAudio:
         container.close()
         raise _too_long(seconds, max_seconds)
     return OpenedAudio(container, max_seconds)
+
+
+def probe_duration(data: bytes) -> float | None:
+    """The announced length of an upload in seconds, without decoding it (None if unknown)."""
+    opened = open_audio(data)
+    try:
+        return opened.duration
+    finally:
+        opened.close()
 
 
 def _decode_stream(

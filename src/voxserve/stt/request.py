@@ -42,7 +42,10 @@ class SpeechToTextRequest:
 
     @property
     def word_timestamps(self) -> bool:
-        return "word" in self.timestamp_granularities
+        # Only verbose_json shows words. OpenAI accepts `word` with the other formats and
+        # answers exactly as without it, so they are not even computed there (word timing
+        # can move faster-whisper's segment boundaries).
+        return "word" in self.timestamp_granularities and self.response_format == "verbose_json"
 
 
 def check_against_profile(req: SpeechToTextRequest) -> None:
@@ -75,12 +78,6 @@ def check_against_profile(req: SpeechToTextRequest) -> None:
         if not profile.timestamp_granularities:
             raise InvalidInput(
                 f"timestamp_granularities is not compatible with model '{shown_model}'.",
-                param="timestamp_granularities",
-                code="unsupported_value",
-            )
-        if "word" in req.timestamp_granularities and req.response_format != "verbose_json":
-            raise InvalidInput(
-                "timestamp_granularities[]=word requires response_format 'verbose_json'.",
                 param="timestamp_granularities",
                 code="unsupported_value",
             )

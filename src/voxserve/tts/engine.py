@@ -28,8 +28,9 @@ class SpeechEngine(Protocol):
     # Silence put between sentences at speed 1 (engines trim their own).
     sentence_pause: float
 
-    def synthesize(self, text: str, voice: str, speed: float) -> Iterator[np.ndarray]:
-        """Speak one sentence. `speed` 2.0 is twice as fast, at the same pitch."""
+    def synthesize(self, text: str, voice: str) -> Iterator[np.ndarray]:
+        """Speak one sentence at the voice's own tempo (`speed` is applied afterwards, by
+        audio/stretch.py, so that every engine scales duration exactly as 1/speed)."""
         ...
 
 

