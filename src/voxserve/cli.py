@@ -164,7 +164,9 @@ def listen(
     vad: bool = typer.Option(True, help="Cut turns by voice activity (else one item)"),
     realtime: bool = typer.Option(False, help="Feed a file at real-time pace"),
 ) -> None:
-    """Transcribe live: a realtime session on a file or stdin, text printed as it firms up."""
+    """Transcribe a file or stdin live, through a realtime session.
+
+    Text is printed as it firms up."""
     from voxserve.cli_listen import listen as run_listen
 
     if stdin_format not in ("pcm", "pcmu", "pcma"):
@@ -257,7 +259,7 @@ def speak(
 
 @cli.command("models")
 def list_models() -> None:
-    """List every model id this configuration serves over HTTP (`voxserve serve`)."""
+    """List every model id `voxserve serve` would serve."""
     from voxserve.services import build_services
 
     services = build_services(Settings())
