@@ -164,7 +164,7 @@ def listen(
     vad: bool = typer.Option(True, help="Cut turns by voice activity (else one item)"),
     realtime: bool = typer.Option(False, help="Feed a file at real-time pace"),
 ) -> None:
-    """Transcribe a file or stdin live, through a realtime session.
+    """Live transcription of a file or stdin.
 
     Text is printed as it firms up."""
     from voxserve.cli_listen import listen as run_listen
