@@ -112,6 +112,8 @@ async def _write(ws: WebSocket, session: TranscriptionSession) -> None:
     try:
         while True:
             event = await session.outbox.get()
+            if event is None:  # the session has said its last word (session.closed)
+                return
             await ws.send_text(json.dumps(event, separators=(",", ":")))
     except (WebSocketDisconnect, RuntimeError):
         return
@@ -183,6 +185,17 @@ def _check_connect(ws: WebSocket) -> None:
 @secrets_router.post("/v1/realtime/client_secrets")
 async def create_client_secret(request: Request) -> dict:
     hub: RealtimeHub = request.app.state.realtime
+    body, seconds = await read_secret_request(request)
+    session = body.get("session") or {"type": "transcription"}
+    wire = hub.check_session(session)
+    value, expires_at = hub.secrets.create(wire, seconds)
+    # The session object as the socket will show it, less what only a live session has.
+    shown = hub.preview(wire)
+    return {"value": value, "expires_at": expires_at, "session": shown}
+
+
+async def read_secret_request(request: Request) -> tuple[dict, int]:
+    """A client-secret request's JSON body and its `expires_after.seconds` (checked)."""
     try:
         body = json.loads(await request.body() or b"{}")
     except ValueError:
@@ -203,11 +216,4 @@ async def create_client_secret(request: Request) -> dict:
         low, high = SECRET_SECONDS
         if not low <= seconds <= high:
             raise number_out_of_range("expires_after.seconds", seconds, low, high)
-    session = body.get("session") or {"type": "transcription"}
-    wire = hub.check_session(session)
-    value, expires_at = hub.secrets.create(wire, seconds)
-    # The session object as the socket will show it, less what only a live session has.
-    shown = hub.preview(wire)
-    return {"value": value, "expires_at": expires_at, "session": shown}
-
-
+    return body, seconds
