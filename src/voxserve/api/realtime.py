@@ -64,6 +64,9 @@ async def realtime(ws: WebSocket) -> None:
     except _Refused as refused:
         await _refuse(ws, refused.error, refused.close_code)
         return
+    except InvalidInput as error:  # a secret made for another kind of session
+        await _refuse(ws, error, POLICY)
+        return
     except Unavailable as error:
         await _refuse(ws, error, TRY_LATER)
         return
