@@ -72,6 +72,9 @@ TRANSLATION_CLIENT_EVENTS = (
     "session.close",
 )
 FRAME_MS = 200  # OpenAI's translation frame: elapsed_ms advances in these steps
+# Phrases are translated greedily (with Whisper's temperature fallback when a decode fails its
+# checks): the phrase's speech waits on this pass, and beam search costs several times more.
+TRANSLATE_BEAM = 1
 
 
 @dataclass(frozen=True)
@@ -233,7 +236,7 @@ class TranslationSession:
 
     async def _recognize(self) -> None:
         decoder = PassDecoder(self.scheduler, self.models.translator, self.id, self._gone)
-        translate = PassOptions(task="translate", beam_size=self.limits.beam_size)
+        translate = PassOptions(task="translate", beam_size=TRANSLATE_BEAM)
         while (phrase := await self._phrases.get()) is not None:
             try:
                 result = await decoder.run(phrase.samples, translate, final=True)
