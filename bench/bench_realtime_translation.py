@@ -132,7 +132,7 @@ def main() -> None:
         # The file endpoints first: references, and both models loaded before any session.
         started = time.monotonic()
         reference = file_text(url, "translations", clip, CLIP.name)
-                started = time.monotonic()
+        started = time.monotonic()
         file_text(url, "translations", clip, CLIP.name)
         file_rtf = (time.monotonic() - started) / seconds  # this machine's speed, right now
         source_reference = file_text(url, "transcriptions", clip, CLIP.name)
