@@ -130,7 +130,6 @@ def main() -> None:
         seconds = decode_audio(clip).size / SAMPLE_RATE
         audio = pcm24(np.concatenate([decode_audio(clip), np.zeros(SAMPLE_RATE, np.float32)]))
         # The file endpoints first: references, and both models loaded before any session.
-        started = time.monotonic()
         reference = file_text(url, "translations", clip, CLIP.name)
         started = time.monotonic()
         file_text(url, "translations", clip, CLIP.name)
