@@ -14,10 +14,11 @@ from realtime_audio import g711, speech
 from voxserve.audio.decode import SAMPLE_RATE
 from voxserve.config import Settings
 from voxserve.domain import Segment
+from voxserve.errors import InvalidInput
 from voxserve.realtime.audio_in import AudioInput, InputFormat
 from voxserve.realtime.models import resolve_model
 from voxserve.realtime.session import SessionLimits, TranscriptionSession
-from voxserve.realtime.session_config import default_wire
+from voxserve.realtime.session_config import build_config, default_wire, merge_update
 from voxserve.realtime.transcriber import Agreement, join, pieces_of
 from voxserve.realtime.turns import (
     FRAME,
@@ -146,3 +147,47 @@ async def test_a_full_buffer_is_refused_with_an_error_and_the_session_goes_on():
     assert error["code"] == "input_audio_buffer_full" and error["event_id"] == "a2"
     session.receive(json.dumps({"type": "input_audio_buffer.clear"}))
     assert (await session.outbox.get())["type"] == "input_audio_buffer.cleared"
+
+
+def _resolver():
+    settings = Settings(stt_default_model="whisper-tiny.en", aliases={"gpt-live-transcribe": "whisper-base"})
+    catalog = Catalog(settings)
+    return lambda name: resolve_model(catalog, settings, name)
+
+
+@pytest.mark.parametrize(("name", "served"), [
+    ("whisper-1", "whisper-tiny.en"), ("gpt-4o-mini-transcribe-2025-12-15", "whisper-tiny.en"),
+    ("gpt-transcribe", "whisper-tiny.en"), ("gpt-live-transcribe", "whisper-base"),
+    ("whisper-base", "whisper-base"),
+])
+def test_realtime_model_names_map_onto_served_models(name, served):
+    config = build_config(merge_update(default_wire(), {
+        "type": "transcription", "audio": {"input": {"turn_detection": None,
+                                                     "transcription": {"model": name}}}}), _resolver())
+    assert config.model.spec.id == served and config.wire()["audio"]["input"]["transcription"]["model"] == name
+
+
+def test_gpt_realtime_whisper_keeps_openai_rules():
+    resolve = _resolver()
+    with pytest.raises(InvalidInput) as vad:
+        build_config(merge_update(default_wire(), {"type": "transcription", "audio": {"input": {
+            "transcription": {"model": "gpt-realtime-whisper"}}}}), resolve)
+    assert vad.value.param == "session.audio.input.turn_detection"
+    with pytest.raises(InvalidInput) as prompt:
+        build_config(merge_update(default_wire(), {"type": "transcription", "audio": {"input": {
+            "turn_detection": None, "transcription": {"model": "gpt-realtime-whisper", "prompt": "x"}}}}),
+            resolve)
+    assert prompt.value.param == "session.audio.input.transcription.prompt"
+
+
+def test_updates_are_partial_and_unknown_fields_are_named():
+    resolve = _resolver()
+    wire = merge_update(default_wire(), {"type": "transcription", "audio": {"input": {
+        "transcription": {"language": "en"}}}})
+    wire = merge_update(wire, {"audio": {"input": {"transcription": {"prompt": "cards"}}}})
+    config = build_config(wire, resolve)
+    assert (config.language, config.prompt, config.model.id) == ("en", "cards", "whisper-1")
+    assert config.turn is not None and config.turn.type == "server_vad"
+    with pytest.raises(InvalidInput) as unknown:
+        build_config(merge_update(wire, {"audio": {"input": {"volume": 3}}}), resolve)
+    assert unknown.value.code == "unknown_parameter" and unknown.value.param == "session.audio.input.volume"

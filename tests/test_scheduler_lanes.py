@@ -123,15 +123,15 @@ async def test_admit_cancelled_at_every_await_keeps_the_lane_whole():
         scheduler = Scheduler(pool, SchedulerConfig(slots=1, max_queue=4))
         release = asyncio.Event()
 
-        async def hold() -> None:
+        async def hold(scheduler: Scheduler, release: asyncio.Event) -> None:
             async with scheduler.admit(SPEC):
                 loaded.set()
                 await release.wait()
 
-        holder = asyncio.create_task(hold())
+        holder = asyncio.create_task(hold(scheduler, release))
         await loaded.wait()
         loaded.clear()
-        victim = asyncio.create_task(hold())
+        victim = asyncio.create_task(hold(scheduler, release))
         for _ in range(steps):
             await asyncio.sleep(0)
         release.set()  # the slot frees while the victim waits, or just before it is cancelled

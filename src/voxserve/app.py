@@ -13,6 +13,7 @@ from voxserve import __version__
 from voxserve.api import (
     health,
     models,
+    playground,
     realtime,
     realtime_translation,
     speech,
@@ -37,7 +38,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         services = build_services(settings or Settings())
     settings = services.settings
     app = FastAPI(
-        title="voxserve", version=__version__, docs_url="/docs", redoc_url=None,
+        title="voxserve", version=__version__, docs_url=None, redoc_url=None,  # /docs: playground
         lifespan=_lifespan,
     )
     app.state.services = services
@@ -62,6 +63,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     # Realtime translation sessions: the same hub (limits, secrets), plus the speech service.
     app.include_router(realtime_translation.router)
     app.include_router(realtime_translation.secrets_router, dependencies=protected)
+    # The browser playground and offline /docs; the pages are open, their data calls are not.
+    app.include_router(playground.router)
 
     app.add_middleware(UploadLimitMiddleware, max_bytes=settings.max_upload_bytes)
     app.add_middleware(AccessLogMiddleware, metrics=services.metrics)

@@ -17,7 +17,7 @@ from voxserve.runtime.metrics import Metrics
 from voxserve.runtime.pool import ModelPool, PoolLimits
 from voxserve.runtime.scheduler import Scheduler, SchedulerConfig
 from voxserve.runtime.threads import WorkerPool
-from voxserve.stt.engine import load_whisper
+from voxserve.stt.engines import lane_slots, load_stt_engine
 from voxserve.stt.service import SpeechToText, TranscriptionService
 from voxserve.tts.engine import load_speech_engine
 from voxserve.tts.models import register_speech_models
@@ -76,7 +76,7 @@ def build_services(settings: Settings) -> Services:
     )
     pool = ModelPool(
         {
-            "stt": partial(load_whisper, settings=settings, metrics=metrics),
+            "stt": partial(load_stt_engine, settings=settings, metrics=metrics),
             "tts": partial(load_speech_engine, settings=settings),
         },
         limits,
@@ -88,7 +88,9 @@ def build_services(settings: Settings) -> Services:
     for alias, target in catalog.broken_aliases().items():
         log.warning("alias %s points at unknown model %s; it is not served", alias, target)
     workers = WorkerPool()
-    scheduler = Scheduler(pool, SchedulerConfig.from_settings(settings), metrics, workers)
+    engines = sorted({p.spec.engine for p in catalog.public_models() if p.spec.kind == "stt"})
+    config = SchedulerConfig.from_settings(settings, lane_slots(settings, engines))
+    scheduler = Scheduler(pool, config, metrics, workers)
     return Services(
         settings=settings,
         catalog=catalog,

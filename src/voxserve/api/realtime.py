@@ -16,7 +16,7 @@ import logging
 from contextlib import suppress
 
 from fastapi import APIRouter, Request, WebSocket
-from starlette.websockets import WebSocketDisconnect, WebSocketState
+from starlette.websockets import WebSocketState
 
 from voxserve.api.auth import MISSING_KEY, mask_key, presented_key
 from voxserve.errors import (
@@ -118,7 +118,7 @@ async def _write(ws: WebSocket, session: TranscriptionSession) -> None:
             if event is None:  # the session has said its last word (session.closed)
                 return
             await ws.send_text(json.dumps(event, separators=(",", ":")))
-    except (WebSocketDisconnect, RuntimeError):
+    except Exception:  # the client is gone (however the server library says so)
         return
 
 

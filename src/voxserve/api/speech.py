@@ -16,6 +16,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import Response, StreamingResponse
 
+from voxserve.api.openapi_bodies import SPEECH_BODY
 from voxserve.api.sse import DONE, sse_error, sse_event, sse_response
 from voxserve.audio.encode import SPEECH_FORMATS
 from voxserve.errors import (
@@ -52,7 +53,7 @@ BAD_JSON = (
 )
 
 
-@router.post("/v1/audio/speech")
+@router.post("/v1/audio/speech", openapi_extra=SPEECH_BODY)
 async def create_speech(request: Request) -> Response:
     body = await read_json_body(request)
     speech = parse_speech_request(body, request.app.state.catalog)

@@ -11,6 +11,7 @@ from starlette.datastructures import FormData
 from starlette.responses import Response
 
 from voxserve.api.forms import FormReader, parse_number
+from voxserve.api.openapi_bodies import TRANSCRIPTION_BODY, TRANSLATION_BODY
 from voxserve.api.sse import DONE, sse_error, sse_event, sse_response
 from voxserve.diarize.params import DiarizeParams
 from voxserve.diarize.wiring import is_diarization_model
@@ -40,12 +41,12 @@ GRANULARITIES = {"word", "segment"}
 INCLUDABLE = {"logprobs", "language_probabilities"}  # the second: extension
 
 
-@router.post("/v1/audio/transcriptions")
+@router.post("/v1/audio/transcriptions", openapi_extra=TRANSCRIPTION_BODY)
 async def create_transcription(request: Request) -> Response:
     return await _speech_to_text(request, "transcribe")
 
 
-@router.post("/v1/audio/translations")
+@router.post("/v1/audio/translations", openapi_extra=TRANSLATION_BODY)
 async def create_translation(request: Request) -> Response:
     return await _speech_to_text(request, "translate")
 
@@ -91,13 +92,13 @@ async def transcript_events(
     segment_event: Callable[[Segment], dict | None],
 ) -> AsyncIterator[bytes]:
     segments: list[Segment] = []
-    duration = 0.0
+    end = DecodeEnd(0.0)
     try:
         # aclosing: a client that goes away closes the decoder too, which stops the worker.
         async with aclosing(items):
             async for item in items:
                 if isinstance(item, DecodeEnd):
-                    duration = item.duration
+                    end = item
                     continue
                 segments.append(item)
                 payload = segment_event(item)
@@ -110,7 +111,7 @@ async def transcript_events(
         log.exception("transcription stream failed")
         yield sse_error(server_error())
         return
-    transcript = build_transcript(req, start, segments, duration)
+    transcript = build_transcript(req, start, segments, end)
     done: dict = {"type": "transcript.text.done", "text": transcript.text}
     if req.include_logprobs:
         done["logprobs"] = logprob_objects(transcript.logprobs)

@@ -23,12 +23,13 @@ from voxserve.runtime.context import RequestContext
 from voxserve.runtime.pool import ModelPool
 from voxserve.runtime.scheduler import Scheduler
 from voxserve.stt.engine import DecodeEnd, DecodeInfo
+from voxserve.stt.pipeline import decode_blocks
 from voxserve.stt.request import SpeechToTextRequest, check_against_profile
 from voxserve.stt.service import (
     StreamItem,
     StreamStart,
     TranscriptionService,
-    check_language_support,
+    check_capabilities,
     decode_options,
 )
 
@@ -63,7 +64,7 @@ class DiarizedSpeechToText(TranscriptionService):
                 self._pool.use(diarizer_spec) as diarizer:
             engine = lease.engine
             lease.audio_seconds = audio.size / SAMPLE_RATE
-            check_language_support(req, engine)
+            check_capabilities(req, engine.capabilities)
             options = replace(decode_options(req, self._settings), word_timestamps=True)
             turns_job = asyncio.ensure_future(anyio.to_thread.run_sync(
                 run_diarizer, diarizer, audio, references, req.diarize.min_speakers,
@@ -73,15 +74,21 @@ class DiarizedSpeechToText(TranscriptionService):
                 def run():
                     # The diarizer needs the whole file anyway: one block.
                     blocks = [AudioBlock(0, audio, last=True)]
-                    for item in engine.transcribe(blocks, options):
-                        yield StreamStart(item, engine) if isinstance(item, DecodeInfo) else item
+                    for item in decode_blocks(engine, blocks, options):
+                        yield StreamStart(item) if isinstance(item, DecodeInfo) else item
 
                 next_id = 0
                 previous: str | None = None
                 turns: list[Turn] | None = None
+                texts: list[str] = []
                 async for item in lease.iterate(run):
-                    if isinstance(item, (StreamStart, DecodeEnd)):
+                    if isinstance(item, StreamStart):
                         yield item
+                        continue
+                    if isinstance(item, DecodeEnd):
+                        # The tokens of the text as split into speaker segments.
+                        text = "".join(texts).strip()
+                        yield replace(item, output_tokens=engine.count_tokens(text))
                         continue
                     if turns is None:
                         turns = await turns_job
@@ -90,6 +97,7 @@ class DiarizedSpeechToText(TranscriptionService):
                             continue
                         next_id = piece.id + 1
                         previous = piece.speaker
+                        texts.append(piece.text)
                         yield piece
             finally:
                 if not turns_job.done():

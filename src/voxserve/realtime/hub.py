@@ -11,6 +11,7 @@ from typing import TypeVar
 
 from voxserve.config import Settings
 from voxserve.errors import Unavailable
+from voxserve.realtime.events import new_id
 from voxserve.realtime.models import resolve_model
 from voxserve.realtime.session import SessionLimits, TranscriptionSession
 from voxserve.realtime.session_config import build_config, default_wire, merge_update
@@ -85,8 +86,6 @@ class RealtimeHub:
 
     def preview(self, wire: dict) -> dict:
         """The session object a client secret's session will have (with its own id)."""
-        from voxserve.realtime.events import new_id
-
         config = build_config(wire, self.resolve)
         return {"id": new_id("sess"), "object": "realtime.transcription_session",
                 "expires_at": 0, **config.wire()}

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -89,6 +90,7 @@ class _Item:
     transcriber: UtteranceTranscriber
     previous_id: str | None = None
     samples: np.ndarray | None = None  # set when committed
+    committed_at: float = 0.0  # time.monotonic()
     discarded: bool = False
 
 
@@ -155,6 +157,9 @@ class TranscriptionSession:
             handler(event)
         except ServiceError as error:
             self.outbox.put_nowait(error_event(error, client_event_id(text)))
+        except Exception:  # a bug must not end the session: say so and go on
+            log.exception("realtime client event failed (session %s)", self.id)
+            self.outbox.put_nowait(error_event(server_error(), client_event_id(text)))
 
     def _update(self, event: dict) -> None:
         if "session" not in event:
@@ -256,6 +261,7 @@ class TranscriptionSession:
 
     def _commit(self, item: _Item, end: int) -> None:
         item.samples = self._buffer.view(item.start, end).copy()
+        item.committed_at = time.monotonic()
         self._buffer.drop_before(end)
         item.previous_id, self._last_item_id = self._last_item_id, item.id
         self._send("input_audio_buffer.committed", item_id=item.id,
@@ -267,18 +273,23 @@ class TranscriptionSession:
         self._wake.set()
 
     def _check_backlog(self) -> None:
+        """How far transcripts lag: the committed audio waiting to be decoded, or how long the
+        oldest committed item has waited, whichever is more. Past the limit the client is
+        told once (until the lag has halved); nothing is dropped."""
         waiting = sum(i.samples.size for i in self._finals if i.samples is not None)
-        seconds = waiting / SAMPLE_RATE
+        lag = waiting / SAMPLE_RATE
+        if self._finals:
+            lag = max(lag, time.monotonic() - self._finals[0].committed_at)
         limit = self.limits.max_backlog_seconds
-        if seconds > limit and not self._behind:
+        if lag > limit and not self._behind:
             self._behind = True
             self.outbox.put_nowait(error_event(Unavailable(
-                f"The server cannot keep up with this session: {seconds:.0f} seconds of "
-                "committed audio are waiting to be transcribed. Their transcripts will "
-                "follow, late; send audio no faster than real time or use fewer sessions.",
+                f"The server cannot keep up with this session: its transcripts are {lag:.0f} "
+                "seconds behind the audio. They will follow, late; send audio no faster than "
+                "real time, or use fewer sessions or a smaller model.",
                 code="server_overloaded",
             )))
-        elif seconds <= limit / 2:
+        elif lag <= limit / 2:
             self._behind = False
 
     # -- decoding ----------------------------------------------------------------------
@@ -291,6 +302,7 @@ class TranscriptionSession:
             self._wake.clear()
             while True:
                 if self._finals:
+                    self._check_backlog()
                     await self._finish(self._finals[0])
                     self._finals.popleft()
                     self._check_backlog()
@@ -299,7 +311,11 @@ class TranscriptionSession:
                 if item is None or item.transcriber.failed:
                     break
                 size = self._buffer.end - item.start
-                if size - item.transcriber.decoded_samples < interval or size < FIRST_PASS:
+                # A live pass waits for twice its predecessor's duration of new audio: on a
+                # slow or busy machine live passes then take at most a third of the session's
+                # time, and a final pass rarely has to wait behind one.
+                needed = max(interval, int(2 * item.transcriber.last_pass_seconds * SAMPLE_RATE))
+                if size - item.transcriber.decoded_samples < needed or size < FIRST_PASS:
                     break
                 if self._detector.trailing_silence >= PAUSE:
                     # The turn may be ending: a live pass now would only delay the final one.
@@ -313,6 +329,7 @@ class TranscriptionSession:
                 started = loop.time()
                 try:
                     pieces = await item.transcriber.live_pass(samples)
+                    item.transcriber.last_pass_seconds = loop.time() - started
                 except Exception:  # live text is optional: the final pass reports failures
                     log.exception("live pass failed (session %s)", self.id)
                     item.transcriber.failed = True
@@ -325,8 +342,11 @@ class TranscriptionSession:
 
     async def _finish(self, item: _Item) -> None:
         assert item.samples is not None
+        started = time.monotonic()
         try:
             rest = await item.transcriber.final_pass(item.samples)
+            log.debug("final pass: %s, %.1f s of audio in %.2f s", item.id,
+                      item.samples.size / SAMPLE_RATE, time.monotonic() - started)
         except ServiceError as error:
             self._send_failed(item, error)
             return

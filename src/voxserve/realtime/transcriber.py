@@ -31,9 +31,10 @@ from voxserve.errors import ServiceError
 from voxserve.runtime.catalog import PublicModel
 from voxserve.runtime.context import RequestContext
 from voxserve.runtime.scheduler import Lease, Scheduler
-from voxserve.stt.engine import DecodeInfo, DecodeOptions, WhisperEngine
+from voxserve.stt.engine import DecodeInfo, DecodeOptions, SpeechToTextEngine
+from voxserve.stt.pipeline import decode_blocks
 from voxserve.stt.request import SpeechToTextRequest
-from voxserve.stt.service import check_language_support
+from voxserve.stt.service import check_capabilities
 
 HOLD_BACK = 2  # words at the end of a live pass that are never sent from it
 _WORDS = re.compile(r"\s*\S+")
@@ -222,30 +223,27 @@ class PassDecoder:
             task=options.task,
             language=options.language,
             prompt=options.prompt,
-            temperatures=(0.0, 0.2, 0.4, 0.6, 0.8, 1.0) if final else (0.0,),
-            beam_size=options.beam_size if final else 1,
             logprobs=options.logprobs,
-            # One utterance: nothing to condition on, and no hallucinated repeats across
-            # windows of a long final pass.
-            condition_on_previous_text=False,
+            # Live passes are greedy; the final one searches as the file endpoint does. One
+            # utterance: nothing to condition on across windows of a long final pass.
+            engine_options={"beam_size": options.beam_size if final else 1,
+                            "condition_on_previous_text": False},
         )
         async with self._admit() as lease:
-            engine: WhisperEngine = lease.engine
-            check_language_support(_as_request(self.model, options), engine)
+            engine: SpeechToTextEngine = lease.engine
+            check_capabilities(_as_request(self.model, options), engine.capabilities)
             block = AudioBlock(0, samples, last=True)
             segments: list[Segment] = []
-            language = options.language
-            async for item in lease.iterate(lambda: engine.transcribe([block], decode)):
+            language, prompt_tokens = options.language, 0
+            items = lease.iterate(lambda: decode_blocks(engine, [block], decode))
+            async for item in items:
                 if isinstance(item, Segment):
                     segments.append(item)
                 elif isinstance(item, DecodeInfo):
-                    language = item.language
+                    language, prompt_tokens = item.language, item.prompt_tokens
             lease.audio_seconds = samples.size / SAMPLE_RATE
             pieces = pieces_of(segments, options.logprobs)
-            return PassResult(
-                pieces, language, engine.count_tokens(join(pieces)),
-                engine.count_tokens(options.prompt or ""),
-            )
+            return PassResult(pieces, language, engine.count_tokens(join(pieces)), prompt_tokens)
 
     @asynccontextmanager
     async def _admit(self) -> AsyncIterator[Lease]:
@@ -277,6 +275,7 @@ class UtteranceTranscriber:
         self.output_tokens = 0
         self.prompt_tokens = 0
         self.latest_text = ""  # the newest live pass's whole text, stable or not
+        self.last_pass_seconds = 0.0  # wall time of the newest live pass (set by its runner)
 
     @property
     def text(self) -> str:

@@ -23,6 +23,7 @@ class ModelSpec:
     id: str
     kind: ModelKind
     source: str  # "package:<name>", "dir:<path>" or "hf:<org/repo>"
+    engine: str = "whisper"  # for `stt` models: which engine serves it (stt/engines.py)
     created: int = 1_700_000_000
     owned_by: str = "voxserve"
     # Free-form engine settings (voices, language, ...) for engines that need them.

@@ -2,13 +2,14 @@
 
 A unit of work that wants an engine asks `Scheduler.admit(spec, ctx)`: transcriptions and
 translations (diarized ones in their Whisper model's lane), speech, and each decode pass of a
-live session alike. Each native model has a *lane*: `slots` requests run at once (for Whisper
-sized by `runtime.layout` so that they keep the engine busy; for a speech model one per core,
-as a voice synthesizes on one thread), up to `max_queue` more wait in arrival order, and
-anything beyond that is refused at once with `Busy` and a retry time estimated from how long
-slots have recently been held. When a slot frees it goes straight to the oldest waiter, so
-order is FIFO across requests; a long file holds one slot for its whole run, and the other
-slots keep serving short requests past it (hence the default of several slots per model).
+live session alike. Each native model has a *lane*: `slots` requests run at once (for a speech-
+to-text model sized by its engine, for Whisper by `stt/whisper/layout.py`, so that they keep it
+busy; for a speech model one per core, as a voice synthesizes on one thread), up to `max_queue`
+more wait in arrival order, and anything beyond that is refused at once with `Busy` and a retry
+time estimated from how long slots have recently been held. When a slot frees it goes straight
+to the oldest waiter, so order is FIFO across requests; a long file holds one slot for its
+whole run, and the other slots keep serving short requests past it (hence the default of
+several slots per model).
 
 Every request has a deadline (`request_timeout` seconds after its context started, 0 for
 none). Waiting past it in the queue, or running past it (checked at every item the engine
@@ -17,7 +18,7 @@ yields), ends the request with `TimedOut`. A waiter whose caller has gone is dro
 these look like (the HTTP edge: 429 with Retry-After, 504, 499).
 
 Batching happens below this layer: the requests holding slots decode in their own threads and
-their engine calls are merged in `stt.batching`; `runtime.layout` sizes the slots to match.
+Whisper's engine calls are merged in `stt/whisper/batching.py`.
 """
 
 from __future__ import annotations
@@ -28,9 +29,9 @@ import math
 import os
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import aclosing, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from voxserve.config import Settings
@@ -43,7 +44,6 @@ from voxserve.errors import (
 )
 from voxserve.runtime.catalog import ModelSpec
 from voxserve.runtime.context import RequestContext
-from voxserve.runtime.layout import engine_layout, resolve_device
 from voxserve.runtime.metrics import Metrics
 from voxserve.runtime.pool import ModelPool
 from voxserve.runtime.threads import WorkerPool
@@ -60,22 +60,27 @@ EWMA_WEIGHT = 0.2
 
 @dataclass(frozen=True)
 class SchedulerConfig:
-    slots: int = 1  # per Whisper model
+    slots: int = 1  # per speech-to-text model, unless its engine has its own below
     max_queue: int = 32
     timeout: float = 0.0  # seconds from arrival; 0: no deadline
     speech_slots: int = 1  # per speech model
+    engine_slots: Mapping[str, int] = field(default_factory=dict)  # stt engine -> slots
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> SchedulerConfig:
+    def from_settings(cls, settings: Settings, engine_slots: Mapping[str, int]) -> SchedulerConfig:
+        """`engine_slots`: what each speech-to-text engine wants (stt/engines.py)."""
         return cls(
-            slots=engine_layout(settings, resolve_device(settings)).slots,
+            slots=max(engine_slots.values(), default=1),
             max_queue=settings.max_queue,
             timeout=settings.request_timeout,
             speech_slots=settings.slots or max(2, os.cpu_count() or 1),
+            engine_slots=dict(engine_slots),
         )
 
     def slots_for(self, spec: ModelSpec) -> int:
-        return self.speech_slots if spec.kind == "tts" else self.slots
+        if spec.kind == "tts":
+            return self.speech_slots
+        return self.engine_slots.get(spec.engine, self.slots)
 
 
 class _Lane:
