@@ -7,13 +7,13 @@ transcription session's final pass does. The English text of a phrase then goes 
 service (`TextToSpeech.open`, also through the scheduler), which speaks it sentence by sentence.
 
 Two workers make a pipeline, so the next phrase is translated while the last one is spoken:
-the *recognizer* translates phrases in order (and, when `audio.input.transcription` is set,
-transcribes them too), the *synthesizer* speaks their text in order. Every event of a phrase
-carries `elapsed_ms`: the input time (ms since the first sample, in 200 ms frames) at which
-the phrase ended, so a client can line the output up with the input.
+the *recognizer* translates phrases in order, the *synthesizer* speaks their text in order;
+when `audio.input.transcription` is set, a third worker transcribes the phrases too. Every
+event of a phrase carries `elapsed_ms`: the input time (ms since the first sample, in 200 ms
+frames) at which the phrase ended, so a client can line the output up with the input.
 
 `session.close` flushes: the phrase in progress is ended, everything queued is translated and
-spoken, then `session.closed` is sent. A client that leaves (or any other end) cancels both
+spoken, then `session.closed` is sent. A client that leaves (or any other end) cancels the
 workers; a pass or a sentence in flight is dropped by the scheduler or stops after the
 sentence it is on.
 """
@@ -60,6 +60,7 @@ from voxserve.realtime.turns import (
     TurnStarted,
     TurnStopped,
 )
+from voxserve.runtime.catalog import PublicModel
 from voxserve.runtime.context import RequestContext
 from voxserve.runtime.scheduler import Scheduler
 from voxserve.tts.service import SpeechRequest, TextToSpeech
@@ -81,6 +82,12 @@ TRANSLATE_BEAM = 1
 class _Phrase:
     samples: np.ndarray
     elapsed_ms: int
+
+
+@dataclass(frozen=True)
+class _Source:
+    phrase: _Phrase
+    model: PublicModel  # the session's transcription model when the phrase ended
 
 
 @dataclass
@@ -107,6 +114,7 @@ class TranslationSession:
         self._open: int | None = None  # where the phrase in progress starts
         self._phrases: asyncio.Queue[_Phrase | None] = asyncio.Queue()
         self._speech: asyncio.Queue[tuple[str, int] | None] = asyncio.Queue()
+        self._sources: asyncio.Queue[_Source | None] = asyncio.Queue()
         self._waiting = 0  # samples of phrases not yet translated
         self._behind = False
         self._begun: set[str] = set()  # the text streams that have sent a delta
@@ -121,6 +129,7 @@ class TranslationSession:
         self._workers = [
             asyncio.create_task(self._recognize(), name=f"translate-{self.id}"),
             asyncio.create_task(self._synthesize(), name=f"speak-{self.id}"),
+            asyncio.create_task(self._transcribe_sources(), name=f"source-{self.id}"),
         ]
 
     async def close(self) -> None:
@@ -207,6 +216,7 @@ class TranslationSession:
         if self._open is not None:
             self._end_phrase(self._buffer.end)
         self._phrases.put_nowait(None)  # the workers finish what is queued, then close
+        self._sources.put_nowait(None)
 
     def _end_phrase(self, end: int) -> None:
         assert self._open is not None
@@ -214,7 +224,10 @@ class TranslationSession:
         self._buffer.drop_before(end)
         self._open = None
         elapsed = math.ceil(end * 1000 / SAMPLE_RATE / FRAME_MS) * FRAME_MS
-        self._phrases.put_nowait(_Phrase(samples, elapsed))
+        phrase = _Phrase(samples, elapsed)
+        self._phrases.put_nowait(phrase)
+        if self.config.transcriber is not None:
+            self._sources.put_nowait(_Source(phrase, self.config.transcriber))
         self._waiting += samples.size
         self._check_backlog()
 
@@ -244,8 +257,6 @@ class TranslationSession:
                 if text:
                     self._send_text("session.output_transcript.delta", text, phrase.elapsed_ms)
                     self._speech.put_nowait((text, phrase.elapsed_ms))
-                if self.config.transcriber is not None:
-                    await self._transcribe(phrase)
             except ServiceError as error:
                 self.outbox.put_nowait(error_event(error))
             except Exception:
@@ -256,16 +267,25 @@ class TranslationSession:
                 self._check_backlog()
         self._speech.put_nowait(None)
 
-    async def _transcribe(self, phrase: _Phrase) -> None:
-        assert self.config.transcriber is not None
-        decoder = PassDecoder(self.scheduler, self.config.transcriber, self.id, self._gone)
-        result = await decoder.run(
-            phrase.samples, PassOptions(beam_size=self.limits.beam_size), final=True
-        )
-        text = join(result.pieces).strip()
-        if text:
-            self._send("session.input_transcript.delta", delta=self._spaced(text, "input"),
-                       elapsed_ms=phrase.elapsed_ms)
+    async def _transcribe_sources(self) -> None:
+        """The source text, on a worker of its own: it is optional, so the translation of the
+        next phrase never waits for it."""
+        while (source := await self._sources.get()) is not None:
+            decoder = PassDecoder(self.scheduler, source.model, self.id, self._gone)
+            options = PassOptions(beam_size=self.limits.beam_size)
+            try:
+                result = await decoder.run(source.phrase.samples, options, final=True)
+            except ServiceError as error:
+                self.outbox.put_nowait(error_event(error))
+                continue
+            except Exception:
+                log.exception("realtime source transcription failed (session %s)", self.id)
+                self.outbox.put_nowait(error_event(server_error()))
+                continue
+            text = join(result.pieces).strip()
+            if text:
+                self._send("session.input_transcript.delta", delta=self._spaced(text, "input"),
+                           elapsed_ms=source.phrase.elapsed_ms)
 
     # -- the synthesizer: English text -> PCM16 deltas -----------------------------------
 
@@ -290,6 +310,7 @@ class TranslationSession:
             except Exception:
                 log.exception("realtime speech failed (session %s)", self.id)
                 self.outbox.put_nowait(error_event(server_error()))
+        await self._workers[2]  # the source text of the last phrases, when asked for
         self._send("session.closed")
         self.outbox.put_nowait(None)  # the edge ends the connection
 
