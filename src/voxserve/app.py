@@ -10,7 +10,15 @@ from contextlib import asynccontextmanager, suppress
 from fastapi import Depends, FastAPI
 
 from voxserve import __version__
-from voxserve.api import health, models, playground, realtime, speech, transcriptions
+from voxserve.api import (
+    health,
+    models,
+    playground,
+    realtime,
+    realtime_translation,
+    speech,
+    transcriptions,
+)
 from voxserve.api.auth import require_api_key
 from voxserve.api.errors import install_error_handlers
 from voxserve.api.middleware import (
@@ -52,6 +60,9 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.state.realtime = RealtimeHub(settings, services.catalog, services.scheduler)
     app.include_router(realtime.router)
     app.include_router(realtime.secrets_router, dependencies=protected)
+    # Realtime translation sessions: the same hub (limits, secrets), plus the speech service.
+    app.include_router(realtime_translation.router)
+    app.include_router(realtime_translation.secrets_router, dependencies=protected)
     # The browser playground and offline /docs; the pages are open, their data calls are not.
     app.include_router(playground.router)
 

@@ -217,6 +217,12 @@ class Settings(BaseSettings):
     realtime_max_buffer_seconds: float = Field(600.0, gt=0)
     realtime_partial_interval: float = Field(0.5, gt=0)
     realtime_max_backlog_seconds: float = Field(30.0, gt=0)
+    # Realtime translation sessions (docs/realtime-translation.md): OpenAI's translation model
+    # names are served by this multilingual Whisper (Whisper's speech-to-English task) and this
+    # speech model, speaking this voice unless the session names another.
+    realtime_translation_stt_model: str = "whisper-base"
+    realtime_translation_tts_model: str = "piper"
+    realtime_translation_voice: str = "alloy"
 
     @field_validator("api_keys", "preload", mode="before")
     @classmethod

@@ -64,6 +64,9 @@ async def realtime(ws: WebSocket) -> None:
     except _Refused as refused:
         await _refuse(ws, refused.error, refused.close_code)
         return
+    except InvalidInput as error:  # a secret made for another kind of session
+        await _refuse(ws, error, POLICY)
+        return
     except Unavailable as error:
         await _refuse(ws, error, TRY_LATER)
         return
@@ -112,6 +115,8 @@ async def _write(ws: WebSocket, session: TranscriptionSession) -> None:
     try:
         while True:
             event = await session.outbox.get()
+            if event is None:  # the session has said its last word (session.closed)
+                return
             await ws.send_text(json.dumps(event, separators=(",", ":")))
     except Exception:  # the client is gone (however the server library says so)
         return
@@ -183,6 +188,17 @@ def _check_connect(ws: WebSocket) -> None:
 @secrets_router.post("/v1/realtime/client_secrets")
 async def create_client_secret(request: Request) -> dict:
     hub: RealtimeHub = request.app.state.realtime
+    body, seconds = await read_secret_request(request)
+    session = body.get("session") or {"type": "transcription"}
+    wire = hub.check_session(session)
+    value, expires_at = hub.secrets.create(wire, seconds)
+    # The session object as the socket will show it, less what only a live session has.
+    shown = hub.preview(wire)
+    return {"value": value, "expires_at": expires_at, "session": shown}
+
+
+async def read_secret_request(request: Request) -> tuple[dict, int]:
+    """A client-secret request's JSON body and its `expires_after.seconds` (checked)."""
     try:
         body = json.loads(await request.body() or b"{}")
     except ValueError:
@@ -203,11 +219,4 @@ async def create_client_secret(request: Request) -> dict:
         low, high = SECRET_SECONDS
         if not low <= seconds <= high:
             raise number_out_of_range("expires_after.seconds", seconds, low, high)
-    session = body.get("session") or {"type": "transcription"}
-    wire = hub.check_session(session)
-    value, expires_at = hub.secrets.create(wire, seconds)
-    # The session object as the socket will show it, less what only a live session has.
-    shown = hub.preview(wire)
-    return {"value": value, "expires_at": expires_at, "session": shown}
-
-
+    return body, seconds

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from voxserve.config import Settings
 from voxserve.errors import Unavailable
@@ -19,6 +21,8 @@ from voxserve.runtime.scheduler import Scheduler
 SECRET_PREFIX = "ek_"
 SECRET_SECONDS = (10, 7200)  # OpenAI's allowed range for expires_after.seconds
 SECRET_DEFAULT_SECONDS = 600
+
+S = TypeVar("S")
 
 
 @dataclass(frozen=True)
@@ -59,7 +63,7 @@ class EphemeralSecrets:
 class RealtimeHub:
     def __init__(self, settings: Settings, catalog: Catalog, scheduler: Scheduler) -> None:
         self.settings = settings
-        self._catalog = catalog
+        self.catalog = catalog
         self._scheduler = scheduler
         self.secrets = EphemeralSecrets()
         self.active = 0
@@ -71,7 +75,7 @@ class RealtimeHub:
         )
 
     def resolve(self, name: str) -> PublicModel | None:
-        return resolve_model(self._catalog, self.settings, name)
+        return resolve_model(self.catalog, self.settings, name)
 
     def check_session(self, session: object) -> dict:
         """A client's session object (from client_secrets) merged over the defaults and
@@ -87,6 +91,14 @@ class RealtimeHub:
                 "expires_at": 0, **config.wire()}
 
     def open(self, initial: dict | None = None) -> TranscriptionSession:
+        return self.admit(lambda: TranscriptionSession(
+            self._scheduler, self.resolve, self.limits, initial or default_wire(),
+            expires_at=self.expires_at(),
+        ))
+
+    def admit(self, make: Callable[[], S]) -> S:
+        """A new session of any kind, counted against the one session limit (released with
+        `release`); raises Unavailable when the server has its maximum open."""
         limit = self.settings.realtime_max_sessions
         if self.active >= limit:
             raise Unavailable(
@@ -94,12 +106,12 @@ class RealtimeHub:
                 "Try again when one has ended.",
                 code="session_limit_reached",
             )
-        session = TranscriptionSession(
-            self._scheduler, self.resolve, self.limits, initial or default_wire(),
-            expires_at=int(time.time() + self.settings.realtime_max_session_seconds),
-        )
+        session = make()
         self.active += 1
         return session
+
+    def expires_at(self) -> int:
+        return int(time.time() + self.settings.realtime_max_session_seconds)
 
     def release(self) -> None:
         self.active -= 1

@@ -1,0 +1,179 @@
+"""Realtime translation benchmark: the 42 s French clip through a live translation session
+(whisper-base translating, Piper speaking), against the file endpoint on the same clip.
+
+    python bench/bench_realtime_translation.py [--model whisper-base>piper] [--url URL]
+
+Two sessions over WebSocket:
+
+* *live*: the clip in 100 ms appends on the clock, as a microphone would send it. Per phrase:
+  the time from the end of its speech to the first translated audio byte. A phrase's
+  `elapsed_ms` is where its turn ended (rounded up to 200 ms); its speech ended the VAD's
+  500 ms of silence before that, so latency is counted from `elapsed_ms - 500` (an
+  overestimate by up to 0.2 s).
+* *fast*: the whole clip sent at once, then `session.close`: the real-time factor of the
+  whole loop (VAD, Whisper translate, Piper) is the time to `session.closed` over the audio's
+  length.
+
+Quality: the translated speech of the live session, transcribed back by Whisper
+(`/v1/audio/transcriptions`, whisper-base, English), scored by chrF (0-1, sacrebleu) against
+the text `/v1/audio/translations` returns for the same file; and both, with the live text
+transcript, against OpenAI's whisper-1 translation of the clip (shared recordings). With
+`--source`, the source transcript deltas are scored against `/v1/audio/transcriptions`.
+The server runs as a subprocess (bench_realtime.Server) unless `--url` is given. Prints a
+table and, last, one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import io
+import json
+import os
+import sys
+import time
+import wave
+from pathlib import Path
+
+import httpx
+import numpy as np
+from bench_realtime import AUDIO, ROOT, Server, pcm24, pct
+from sacrebleu.metrics import CHRF
+
+from voxserve.audio.decode import SAMPLE_RATE, decode_audio
+
+CHUNK = 0.1  # seconds per append in the live session
+SILENCE_MS = 500  # server_vad's silence_duration_ms: a turn ends this long after its speech
+CLIP = AUDIO / "audio_french.wav"
+OPENAI_TRANSLATION = Path("/work/shared/openai/translation_french.json")
+
+
+def chrf(hypothesis: str, reference: str) -> float:
+    return round(CHRF().sentence_score(hypothesis, [reference]).score / 100, 3)
+
+
+async def session(url: str, model: str, audio: bytes, paced: bool, source: bool) -> dict:
+    import websockets
+
+    ws_url = url.replace("http://", "ws://") + f"/v1/realtime/translations?model={model}"
+    first_audio: dict[int, float] = {}
+    english, source_text, pcm, errors = [], [], [], []
+    size = int(24_000 * 2 * CHUNK)
+    async with websockets.connect(ws_url, max_size=None) as ws:
+        await ws.recv()  # session.created
+        if source:
+            await ws.send(json.dumps({"type": "session.update", "session": {"audio": {
+                "input": {"transcription": {"model": model.split(">")[0]}}}}}))
+        start = time.monotonic()
+
+        async def send() -> None:
+            for i in range(0, len(audio), size):
+                if paced:
+                    await asyncio.sleep(max(0.0, start + i / size * CHUNK - time.monotonic()))
+                await ws.send(json.dumps({"type": "session.input_audio_buffer.append",
+                                          "audio": base64.b64encode(audio[i:i + size]).decode()}))
+            await ws.send(json.dumps({"type": "session.close"}))
+
+        sender = asyncio.create_task(send())
+        async for message in ws:
+            event, now = json.loads(message), time.monotonic()
+            kind = event["type"]
+            if kind == "session.output_audio.delta":
+                first_audio.setdefault(event["elapsed_ms"], now)
+                pcm.append(base64.b64decode(event["delta"]))
+            elif kind == "session.output_transcript.delta":
+                english.append(event["delta"])
+            elif kind == "session.input_transcript.delta":
+                source_text.append(event["delta"])
+            elif kind == "error":
+                errors.append(event["error"]["message"])
+            elif kind == "session.closed":
+                break
+        await sender
+        wall = time.monotonic() - start
+    latencies = [at - (start + (ms - SILENCE_MS) / 1000) for ms, at in first_audio.items()]
+    return {"wall": wall, "latencies": latencies, "english": "".join(english),
+            "source": "".join(source_text), "pcm": b"".join(pcm), "errors": errors}
+
+
+def wav24(pcm: bytes) -> bytes:
+    out = io.BytesIO()
+    with wave.open(out, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(24_000)
+        w.writeframes(pcm)
+    return out.getvalue()
+
+
+def file_text(url: str, path: str, data: bytes, name: str, **fields: str) -> str:
+    response = httpx.post(f"{url}/v1/audio/{path}", files={"file": (name, data)},
+                          data={"model": "whisper-base", **fields}, timeout=600)
+    response.raise_for_status()
+    return response.json()["text"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="whisper-base>piper")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--url", help="a running voxserve instead of starting one")
+    parser.add_argument("--source", action="store_true",
+                        help="also ask for the source transcript (more work per phrase)")
+    parser.add_argument("--cache-dir", type=Path, default=ROOT / ".cache" / "models")
+    args = parser.parse_args()
+    server = None if args.url else Server("whisper-base", args.threads, args.cache_dir)
+    url = args.url or server.url
+    try:
+        clip = CLIP.read_bytes()
+        seconds = decode_audio(clip).size / SAMPLE_RATE
+        audio = pcm24(np.concatenate([decode_audio(clip), np.zeros(SAMPLE_RATE, np.float32)]))
+        # The file endpoints first: references, and both models loaded before any session.
+        reference = file_text(url, "translations", clip, CLIP.name)
+        started = time.monotonic()
+        file_text(url, "translations", clip, CLIP.name)
+        file_rtf = (time.monotonic() - started) / seconds  # this machine's speed, right now
+        source_reference = file_text(url, "transcriptions", clip, CLIP.name)
+        httpx.post(f"{url}/v1/audio/speech", json={"model": args.model.split(">")[1],
+                   "input": "Ready.", "voice": "alloy"}, timeout=120).raise_for_status()
+        live = asyncio.run(session(url, args.model, audio, paced=True, source=args.source))
+        fast = asyncio.run(session(url, args.model, audio, paced=False, source=args.source))
+        spoken = file_text(url, "transcriptions", wav24(live["pcm"]), "live.wav", language="en")
+    finally:
+        if server is not None:
+            server.close()
+    openai_text = json.loads(OPENAI_TRANSLATION.read_text())["text"].strip()
+    result = {
+        "model": args.model, "threads": args.threads, "input_seconds": round(seconds, 1),
+        "phrases": len(live["latencies"]),
+        "first_audio_p50_s": _round(pct(live["latencies"], 50)),
+        "first_audio_p95_s": _round(pct(live["latencies"], 95)),
+        "loop_rtf": round(fast["wall"] / seconds, 3),
+        "file_translation_rtf": round(file_rtf, 3),
+        "live_wall_s": round(live["wall"], 1),
+        "output_audio_s": round(len(live["pcm"]) / 48_000, 1),
+        "chrf_roundtrip_vs_file": chrf(spoken, reference),
+        "chrf_text_vs_file": chrf(live["english"], reference),
+        "chrf_file_vs_openai": chrf(reference, openai_text),
+        "chrf_roundtrip_vs_openai": chrf(spoken, openai_text),
+        "errors": live["errors"] + fast["errors"],
+    }
+    if args.source:
+        result["chrf_source_vs_file"] = chrf(live["source"], source_reference)
+    print(f"{'measure':<28}value")
+    for key, value in result.items():
+        if key != "errors":
+            print(f"{key:<28}{value}")
+    print(f"{'file translation':<28}{reference.strip()[:100]}...")
+    print(f"{'live text':<28}{live['english'][:100]}...")
+    print(f"{'live speech, heard back':<28}{spoken.strip()[:100]}...")
+    print(json.dumps(result))
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 2)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,330 @@
+"""A realtime translation session: speech in, English text and speech out, as it goes.
+
+Built from the transcription session's parts: `AudioInput` decodes the 24 kHz PCM16 appends,
+`StreamingVad` + `TurnDetector` (server_vad) cut the stream into phrases, and `PassDecoder`
+runs each phrase through the scheduler with Whisper's translate task, exactly as a
+transcription session's final pass does. The English text of a phrase then goes to the speech
+service (`TextToSpeech.open`, also through the scheduler), which speaks it sentence by sentence.
+
+Two workers make a pipeline, so the next phrase is translated while the last one is spoken:
+the *recognizer* translates phrases in order, the *synthesizer* speaks their text in order;
+when `audio.input.transcription` is set, a third worker transcribes the phrases too. Every
+event of a phrase carries `elapsed_ms`: the input time (ms since the first sample, in 200 ms
+frames) at which the phrase ended, so a client can line the output up with the input.
+
+`session.close` flushes: the phrase in progress is ended, everything queued is translated and
+spoken, then `session.closed` is sent. A client that leaves (or any other end) cancels the
+workers; a pass or a sentence in flight is dropped by the scheduler or stops after the
+sentence it is on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from voxserve.audio.decode import SAMPLE_RATE
+from voxserve.audio.encode import OUTPUT_RATE
+from voxserve.errors import InvalidInput, ServiceError, Unavailable, server_error
+from voxserve.realtime.audio_in import AudioInput, InputFormat
+from voxserve.realtime.buffer import SampleBuffer
+from voxserve.realtime.events import (
+    client_event_id,
+    decode_audio_field,
+    error_event,
+    missing_parameter,
+    new_id,
+    parse_client_event,
+    server_event,
+)
+from voxserve.realtime.session import SessionLimits
+from voxserve.realtime.session_config import ModelResolver
+from voxserve.realtime.transcriber import PassDecoder, PassOptions, join
+from voxserve.realtime.translation_config import (
+    TranslationConfig,
+    TranslationModels,
+    build_translation_config,
+    merge_translation_update,
+)
+from voxserve.realtime.turns import (
+    StreamingVad,
+    TurnConfig,
+    TurnCut,
+    TurnDetector,
+    TurnStarted,
+    TurnStopped,
+)
+from voxserve.runtime.catalog import PublicModel
+from voxserve.runtime.context import RequestContext
+from voxserve.runtime.scheduler import Scheduler
+from voxserve.tts.service import SpeechRequest, TextToSpeech
+
+log = logging.getLogger("voxserve.realtime")
+
+TRANSLATION_CLIENT_EVENTS = (
+    "session.update",
+    "session.input_audio_buffer.append",
+    "session.close",
+)
+FRAME_MS = 200  # OpenAI's translation frame: elapsed_ms advances in these steps
+# Phrases are translated greedily (with Whisper's temperature fallback when a decode fails its
+# checks): the phrase's speech waits on this pass, and beam search costs several times more.
+TRANSLATE_BEAM = 1
+
+
+@dataclass(frozen=True)
+class _Phrase:
+    samples: np.ndarray
+    elapsed_ms: int
+
+
+@dataclass(frozen=True)
+class _Source:
+    phrase: _Phrase
+    model: PublicModel  # the session's transcription model when the phrase ended
+
+
+@dataclass
+class TranslationSession:
+    scheduler: Scheduler
+    tts: TextToSpeech
+    models: TranslationModels
+    resolve_transcriber: ModelResolver
+    limits: SessionLimits
+    default_voice: str
+    initial: dict  # the wire session it starts with (empty, or an ephemeral secret's)
+    expires_at: int = 0
+    id: str = field(default_factory=lambda: new_id("sess"))
+
+    def __post_init__(self) -> None:
+        self.outbox: asyncio.Queue[dict | None] = asyncio.Queue()
+        self._wire = self.initial
+        self.config: TranslationConfig = self._build(self._wire)
+        self._audio = AudioInput(InputFormat())  # 24 kHz PCM16, the only format OpenAI takes
+        self._buffer = SampleBuffer()
+        self._vad = StreamingVad()
+        self._turns = TurnConfig()
+        self._detector = TurnDetector(self._turns, int(self.limits.max_turn_seconds * SAMPLE_RATE))
+        self._open: int | None = None  # where the phrase in progress starts
+        self._phrases: asyncio.Queue[_Phrase | None] = asyncio.Queue()
+        self._speech: asyncio.Queue[tuple[str, int] | None] = asyncio.Queue()
+        self._sources: asyncio.Queue[_Source | None] = asyncio.Queue()
+        self._waiting = 0  # samples of phrases not yet translated
+        self._behind = False
+        self._begun: set[str] = set()  # the text streams that have sent a delta
+        self._closing = False
+        self._closed = False
+        self._workers: list[asyncio.Task] = []
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._send("session.created", session=self.session_object())
+        self._workers = [
+            asyncio.create_task(self._recognize(), name=f"translate-{self.id}"),
+            asyncio.create_task(self._synthesize(), name=f"speak-{self.id}"),
+            asyncio.create_task(self._transcribe_sources(), name=f"source-{self.id}"),
+        ]
+
+    async def close(self) -> None:
+        """Stop both workers (the edge calls this however the session ended)."""
+        self._closed = True
+        for task in self._workers:
+            task.cancel()
+        for task in self._workers:
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):
+                pass
+
+    async def _gone(self) -> bool:
+        return self._closed
+
+    def session_object(self) -> dict:
+        return {"id": self.id, "object": "realtime.translation_session", "type": "translation",
+                "model": self.models.name, "expires_at": self.expires_at,
+                **self.config.wire()}
+
+    def _build(self, wire: dict) -> TranslationConfig:
+        return build_translation_config(wire, self.default_voice, self.resolve_transcriber)
+
+    # -- client events -----------------------------------------------------------------
+
+    def receive(self, text: str | bytes) -> None:
+        """Handle one client event; any error becomes an `error` event and the session
+        carries on."""
+        try:
+            event = parse_client_event(text, TRANSLATION_CLIENT_EVENTS)
+            handler = {
+                "session.update": self._update,
+                "session.input_audio_buffer.append": self._append,
+                "session.close": self._close_by_client,
+            }[event["type"]]
+            handler(event)
+        except ServiceError as error:
+            self.outbox.put_nowait(error_event(error, client_event_id(text)))
+
+    def _update(self, event: dict) -> None:
+        if "session" not in event:
+            raise missing_parameter("session")
+        update = event["session"]
+        if isinstance(update, dict) and update.get("model") not in (None, self.models.name):
+            raise InvalidInput(
+                "The session's model is set when it is created and cannot be changed with "
+                "session.update.", param="session.model", code="invalid_value",
+            )
+        wire = merge_translation_update(self._wire, update)
+        self.config, self._wire = self._build(wire), wire
+        self._send("session.updated", session=self.session_object())
+
+    def _append(self, event: dict) -> None:
+        data = decode_audio_field(event)
+        if self._closing:
+            raise InvalidInput("The session is closing: no more audio is accepted.",
+                               code="session_closing")
+        samples = self._audio.push(data)
+        limit = self.limits.max_buffer_seconds
+        if len(self._buffer) + samples.size > limit * SAMPLE_RATE:
+            raise InvalidInput(
+                f"The input audio buffer is full: a phrase may hold at most {limit:g} seconds "
+                "of audio.", param="audio", code="input_audio_buffer_full",
+            )
+        self._buffer.append(samples)
+        for turn in self._detector.push(self._vad.push(samples)):
+            if isinstance(turn, TurnStarted):
+                self._open = turn.start
+            elif isinstance(turn, (TurnStopped, TurnCut)) and self._open is not None:
+                end = turn.end if isinstance(turn, TurnStopped) else turn.at
+                self._end_phrase(end)
+                if isinstance(turn, TurnCut):  # the same speech goes on as a new phrase
+                    self._open = end
+        if self._open is None:
+            # Between phrases only the prefix padding can still become part of one.
+            padding = self._turns.prefix_padding_ms * SAMPLE_RATE // 1000
+            self._buffer.drop_before(self._detector.position - padding - 1024)
+
+    def _close_by_client(self, event: dict) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        if self._open is not None:
+            self._end_phrase(self._buffer.end)
+        self._phrases.put_nowait(None)  # the workers finish what is queued, then close
+        self._sources.put_nowait(None)
+
+    def _end_phrase(self, end: int) -> None:
+        assert self._open is not None
+        samples = self._buffer.view(self._open, end).copy()
+        self._buffer.drop_before(end)
+        self._open = None
+        elapsed = math.ceil(end * 1000 / SAMPLE_RATE / FRAME_MS) * FRAME_MS
+        phrase = _Phrase(samples, elapsed)
+        self._phrases.put_nowait(phrase)
+        if self.config.transcriber is not None:
+            self._sources.put_nowait(_Source(phrase, self.config.transcriber))
+        self._waiting += samples.size
+        self._check_backlog()
+
+    def _check_backlog(self) -> None:
+        seconds = self._waiting / SAMPLE_RATE
+        limit = self.limits.max_backlog_seconds
+        if seconds > limit and not self._behind:
+            self._behind = True
+            self.outbox.put_nowait(error_event(Unavailable(
+                f"The server cannot keep up with this session: {seconds:.0f} seconds of "
+                "speech are waiting to be translated. Their translations will follow, late; "
+                "send audio no faster than real time or use fewer sessions.",
+                code="server_overloaded",
+            )))
+        elif seconds <= limit / 2:
+            self._behind = False
+
+    # -- the recognizer: phrase -> English text (and the source text) --------------------
+
+    async def _recognize(self) -> None:
+        decoder = PassDecoder(self.scheduler, self.models.translator, self.id, self._gone)
+        translate = PassOptions(task="translate", beam_size=TRANSLATE_BEAM)
+        while (phrase := await self._phrases.get()) is not None:
+            try:
+                result = await decoder.run(phrase.samples, translate, final=True)
+                text = join(result.pieces).strip()
+                if text:
+                    self._send_text("session.output_transcript.delta", text, phrase.elapsed_ms)
+                    self._speech.put_nowait((text, phrase.elapsed_ms))
+            except ServiceError as error:
+                self.outbox.put_nowait(error_event(error))
+            except Exception:
+                log.exception("realtime translation failed (session %s)", self.id)
+                self.outbox.put_nowait(error_event(server_error()))
+            finally:
+                self._waiting -= phrase.samples.size
+                self._check_backlog()
+        self._speech.put_nowait(None)
+
+    async def _transcribe_sources(self) -> None:
+        """The source text, on a worker of its own: it is optional, so the translation of the
+        next phrase never waits for it."""
+        while (source := await self._sources.get()) is not None:
+            decoder = PassDecoder(self.scheduler, source.model, self.id, self._gone)
+            options = PassOptions(beam_size=self.limits.beam_size)
+            try:
+                result = await decoder.run(source.phrase.samples, options, final=True)
+            except ServiceError as error:
+                self.outbox.put_nowait(error_event(error))
+                continue
+            except Exception:
+                log.exception("realtime source transcription failed (session %s)", self.id)
+                self.outbox.put_nowait(error_event(server_error()))
+                continue
+            text = join(result.pieces).strip()
+            if text:
+                self._send("session.input_transcript.delta", delta=self._spaced(text, "input"),
+                           elapsed_ms=source.phrase.elapsed_ms)
+
+    # -- the synthesizer: English text -> PCM16 deltas -----------------------------------
+
+    async def _synthesize(self) -> None:
+        while (said := await self._speech.get()) is not None:
+            text, elapsed = said
+            request = SpeechRequest(model=self.models.speaker, input=text,
+                                    voice=self.config.voice, response_format="pcm")
+            ctx = RequestContext(f"{self.id}-speak-{time.monotonic_ns()}",
+                                 is_disconnected=self._gone)
+            try:
+                stream = await self.tts.open(request, ctx)
+                try:
+                    async for chunk in stream.chunks:
+                        self._send("session.output_audio.delta",
+                                   delta=base64.b64encode(chunk).decode(), format="pcm16",
+                                   sample_rate=OUTPUT_RATE, channels=1, elapsed_ms=elapsed)
+                finally:
+                    await stream.chunks.aclose()  # type: ignore[attr-defined]
+            except ServiceError as error:
+                self.outbox.put_nowait(error_event(error))
+            except Exception:
+                log.exception("realtime speech failed (session %s)", self.id)
+                self.outbox.put_nowait(error_event(server_error()))
+        await self._workers[2]  # the source text of the last phrases, when asked for
+        self._send("session.closed")
+        self.outbox.put_nowait(None)  # the edge ends the connection
+
+    # -- events ------------------------------------------------------------------------
+
+    def _send_text(self, type_: str, text: str, elapsed_ms: int) -> None:
+        self._send(type_, delta=self._spaced(text, "output"), elapsed_ms=elapsed_ms)
+
+    def _spaced(self, text: str, stream: str) -> str:
+        # Deltas are append-only and clients join them as they come: phrases after the
+        # first start with the space that separates them.
+        said = stream in self._begun
+        self._begun.add(stream)
+        return f" {text}" if said else text
+
+    def _send(self, type_: str, **fields: object) -> None:
+        self.outbox.put_nowait(server_event(type_, **fields))
