@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from conftest import LiveServer, audio_path, reference_texts
-from recordings import recorded_body, shared_available
+from recordings import recorded_body
 
 CHROMIUM = Path("/usr/bin/chromium")
 BASE_FLAGS = [
@@ -154,8 +154,6 @@ def test_diarized_results_colour_speakers_and_send_known_speakers(page):
     """The page's half of diarization: known speakers go out as OpenAI's fields, and OpenAI's
     own diarized_json answer (a recording, standing in for the diarizer, whose weights need a
     one-time torch conversion) comes back as a table with one colour per speaker."""
-    if not shared_available():
-        pytest.skip("the OpenAI recordings (../shared) are not here")
     answer = recorded_body("DiarizedTranscriptionWithKnownSpeakersWorks")
     sent: list[bytes] = []
 
@@ -372,23 +370,8 @@ def test_docs_work_offline_and_describe_the_request_bodies(page, base_url):
     assert "clubs" in op.locator(".live-responses-table").text_content().lower()
 
 
-def route_paths(routes) -> Iterator[str]:
-    for route in routes:
-        inner = getattr(route, "original_router", None)  # FastAPI's included routers
-        if inner is not None:
-            yield from route_paths(inner.routes)
-        elif getattr(route, "path", None):
-            yield route.path
-
-
-def realtime_served(app) -> bool:
-    return "/v1/realtime" in set(route_paths(app.routes))
-
-
 @pytest.mark.parametrize("keyed", [False, True], ids=["open", "api-key"])
 def test_live_transcription_from_a_fake_microphone(playwright, server, tmp_path, keyed):
-    if not realtime_served(server.app):
-        pytest.skip("realtime endpoint not in this build")
     # Chromium loops the file: a pause after the sentence lets the server's VAD end the turn.
     clip = tmp_path / "mic.wav"
     with wave.open(str(audio_path("arctic_a0009.wav"))) as src, wave.open(str(clip), "wb") as dst:
