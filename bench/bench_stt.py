@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from voxserve.audio.decode import SAMPLE_RATE, decode_audio  # noqa: E402
 from voxserve.config import Settings  # noqa: E402
 from voxserve.runtime.catalog import Catalog  # noqa: E402
-from voxserve.runtime.store import resolve_whisper_source  # noqa: E402
+from voxserve.stt.whisper.loader import resolve_whisper_source  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "bench"))
 from stt_data import Clip, english_clips, fillets_clips, join, spread  # noqa: E402

@@ -13,8 +13,8 @@ import pytest
 from conftest import LiveServer, audio_path
 from test_runtime import metric
 
-from voxserve.runtime.layout import EngineLayout, engine_layout
-from voxserve.stt.batching import BatchingWhisper
+from voxserve.stt.whisper.batching import BatchingWhisper
+from voxserve.stt.whisper.layout import EngineLayout, engine_layout
 
 CLIPS = ["cards_001.wav", "cards_002.wav", "cards_003.wav", "arctic_a0007.wav",
          "arctic_a0009.wav", "goforward.wav", "audio_hello_world.mp3", "beckett.wav"]

@@ -70,18 +70,18 @@ def test_done_event_key_order(base_url):
 
 def test_error_after_the_first_byte_is_an_sse_error_event(monkeypatch, long_speech):
     """Fault injection: the decoder fails after its first block."""
-    from voxserve.stt import engine
+    from voxserve.stt.whisper import engine
 
-    original = engine.WhisperEngine._transcribe_block
+    original = engine.WhisperEngine.transcribe
     calls = {"n": 0}
 
-    def failing(self, block, options, state):
+    def failing(self, samples, options):
         calls["n"] += 1
         if calls["n"] > 1:
             raise RuntimeError("injected decoder failure")
-        yield from original(self, block, options, state)
+        yield from original(self, samples, options)
 
-    monkeypatch.setattr(engine.WhisperEngine, "_transcribe_block", failing)
+    monkeypatch.setattr(engine.WhisperEngine, "transcribe", failing)
 
     with LiveServer(block_seconds=30) as live:
         sdk = openai.OpenAI(base_url=f"{live.base_url}/v1", api_key="k", max_retries=0)

@@ -23,6 +23,12 @@ def _settings(**overrides) -> Settings:
     return Settings(**given)
 
 
+def _offline_settings() -> Settings:
+    """The server's settings for a command run on files: the same models and aliases, but no
+    request deadline (nobody is waiting on a connection; a long file takes what it takes)."""
+    return _settings(request_timeout=0.0)
+
+
 def _pairs(values: list[str] | None) -> dict[str, str]:
     out = {}
     for item in values or []:
@@ -85,7 +91,8 @@ def transcribe(
         raise typer.BadParameter(f"unknown format {response_format!r}", param_hint="--format")
     code = asyncio.run(
         run_files(
-            Settings(), files, model=model, language=language, response_format=response_format,
+            _offline_settings(), files, model=model, language=language,
+            response_format=response_format,
             output_dir=output_dir, task="translate" if translate else "transcribe", prompt=prompt,
             extension=OUTPUT_EXTENSIONS[response_format],
         )
@@ -124,27 +131,28 @@ def speak(
 ) -> None:
     """Synthesize speech into a file, as POST /v1/audio/speech would."""
     from voxserve.cli_speak import format_for, read_text, speak_to_file
-    from voxserve.errors import APIError
+    from voxserve.errors import ServiceError
 
     try:
         asyncio.run(
             speak_to_file(
-                Settings(), read_text(text, file), output, model=model, voice=voice,
+                _offline_settings(), read_text(text, file), output, model=model, voice=voice,
                 speed=speed, response_format=format_for(output, response_format),
                 instructions=instructions,
             )
         )
-    except APIError as exc:
+    except ServiceError as exc:
         typer.echo(f"error: {exc.message}", err=True)
         raise typer.Exit(1) from None
 
 
 @cli.command("models")
 def list_models() -> None:
-    """List the model ids this configuration serves."""
-    from voxserve.runtime.catalog import Catalog
+    """List every model id this configuration serves over HTTP (`voxserve serve`)."""
+    from voxserve.services import build_services
 
-    for public in Catalog(Settings()).public_models():
+    services = build_services(Settings())
+    for public in services.catalog.public_models():
         target = "" if public.id == public.spec.id else f" -> {public.spec.id}"
         typer.echo(f"{public.id}{target}  [{public.spec.kind}, {public.spec.source}]")
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from functools import partial
 from pathlib import Path
 
 from rich.console import Console
@@ -11,14 +10,13 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 
 from voxserve.config import Settings
 from voxserve.domain import Segment, Task
-from voxserve.errors import APIError
+from voxserve.errors import ServiceError
 from voxserve.formats.transcript import render_transcript
 from voxserve.languages import normalize_language
-from voxserve.runtime.catalog import Catalog
-from voxserve.runtime.pool import ModelPool
-from voxserve.stt.engine import DecodeEnd, load_whisper
+from voxserve.services import Services, build_services
+from voxserve.stt.engine import DecodeEnd
 from voxserve.stt.request import SpeechToTextRequest
-from voxserve.stt.service import SpeechToText, StreamItem, collect, render_options
+from voxserve.stt.service import StreamItem, collect, render_options
 
 
 async def run_files(
@@ -35,15 +33,28 @@ async def run_files(
 ) -> int:
     """Returns the exit code: 0 if every file was written, 1 otherwise."""
     console = Console(stderr=True)
-    public = Catalog(settings).resolve(model)
-    if public is None:
-        console.print(f"[red]unknown model {model!r}[/red]")
-        return 1
     code = normalize_language(language) if language else None
     if language and code is None:
         console.print(f"[red]unknown language {language!r}[/red]")
         return 1
-    service = SpeechToText(settings, ModelPool({"stt": partial(load_whisper, settings=settings)}))
+    services = build_services(settings)
+    try:
+        return await _run(services, console, files, model, code, response_format, output_dir,
+                          task, prompt, extension)
+    finally:
+        services.close()
+
+
+async def _run(
+    services: Services, console: Console, files: list[Path], model: str, language: str | None,
+    response_format: str, output_dir: Path, task: Task, prompt: str | None, extension: str,
+) -> int:
+    public = services.catalog.resolve(model)
+    if public is None or public.spec.kind != "stt":
+        console.print(f"[red]unknown speech-to-text model {model!r}[/red] "
+                      "(`voxserve models` lists what is served)")
+        return 1
+    service = services.transcriber_for(public.spec)
     output_dir.mkdir(parents=True, exist_ok=True)
     failures = 0
     columns = (
@@ -55,13 +66,13 @@ async def run_files(
             bar = progress.add_task(path.name, total=None)
             req = SpeechToTextRequest(
                 task=task, model=public, audio=path.read_bytes(),
-                response_format=response_format, language=code, prompt=prompt,
+                response_format=response_format, language=language, prompt=prompt,
                 timestamp_granularities=frozenset({"word", "segment"})
                 if response_format == "verbose_json" else frozenset(),
             )
             try:
                 transcript = await collect(req, _with_progress(service.decode(req), progress, bar))
-            except APIError as exc:
+            except ServiceError as exc:
                 progress.console.print(f"[red]{path}: {exc.message}[/red]")
                 failures += 1
                 continue

@@ -120,14 +120,14 @@ class Settings(BaseSettings):
 
     # Runtime under load (runtime/scheduler.py, runtime/pool.py; docs/usage.md has the table).
     # Requests running at once per model; 0 sizes it from the batch size or the cores
-    # (runtime/layout.py).
+    # (stt/whisper/layout.py).
     slots: int = Field(0, ge=0)
     # Requests waiting per model beyond the slots; past it a request gets 429 at once.
     max_queue: int = Field(32, ge=0)
     # Seconds from arrival until a request ends with 504; 0 for no deadline.
     request_timeout: float = Field(600.0, ge=0)
-    # Batching across requests (stt/batching.py): at most this many engine calls merged into
-    # one (1: none; 0: 1 on a CPU, 8 on CUDA, see runtime/layout.py), and how long the first
+    # Batching across requests (stt/whisper/batching.py): at most this many engine calls merged into
+    # one (1: none; 0: 1 on a CPU, 8 on CUDA, see stt/whisper/layout.py), and how long the first
     # waits for others to join.
     batch_window_ms: float = Field(10.0, ge=0, le=1000)
     max_batch_size: int = Field(0, ge=0, le=64)

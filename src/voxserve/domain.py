@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 Task = Literal["transcribe", "translate"]
@@ -66,13 +66,3 @@ class Transcript:
     def logprobs(self) -> tuple[TokenLogprob, ...]:
         return tuple(p for s in self.segments for p in s.logprobs)
 
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """One entry of `/v1/models`."""
-
-    id: str
-    created: int
-    owned_by: str
-    kind: Literal["stt", "tts", "diarize"] = "stt"
-    extra: dict = field(default_factory=dict)

@@ -8,7 +8,7 @@ import hmac
 
 from fastapi import Request
 
-from voxserve.errors import APIError
+from voxserve.errors import Unauthorized
 
 MISSING_KEY = (
     "You didn't provide an API key. You need to provide your API key in an Authorization header "
@@ -46,11 +46,10 @@ async def require_api_key(request: Request) -> None:
         return
     key = presented_key(request.headers.get("authorization"))
     if key is None:
-        raise APIError(MISSING_KEY, status=401)
+        raise Unauthorized(MISSING_KEY)
     if not any(hmac.compare_digest(key.encode(), k.encode()) for k in keys):
-        raise APIError(
+        raise Unauthorized(
             f"Incorrect API key provided: {mask_key(key)}. You can find your API key at "
             "https://platform.openai.com/account/api-keys.",
-            status=401,
             code="invalid_api_key",
         )

@@ -1,4 +1,8 @@
-"""Every error leaves as OpenAI's compact envelope, whatever raised it."""
+"""Every error leaves as OpenAI's compact envelope, whatever raised it.
+
+The core raises `voxserve.errors.ServiceError`s that say what went wrong; this module is the one
+place that knows which HTTP status and headers each kind of failure gets.
+"""
 
 from __future__ import annotations
 
@@ -9,25 +13,69 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
-from voxserve.errors import APIError, server_error
+from voxserve.errors import (
+    Busy,
+    ClientGone,
+    Internal,
+    InvalidInput,
+    NotFound,
+    ServiceError,
+    TimedOut,
+    TooLarge,
+    Unauthorized,
+    Unavailable,
+    server_error,
+)
 from voxserve.formats.transcript import JSON_CONTENT_TYPE, compact_json
 
 log = logging.getLogger("voxserve.api")
 
+# Most specific first: a subclass of one of these gets its parent's status.
+_STATUS: tuple[tuple[type[ServiceError], int], ...] = (
+    (InvalidInput, 400),
+    (Unauthorized, 401),
+    (NotFound, 404),
+    (TooLarge, 413),
+    (Busy, 429),
+    (ClientGone, 499),  # nginx's "client closed request": for the access log and metrics
+    (Internal, 500),
+    (Unavailable, 503),
+    (TimedOut, 504),
+)
 
-def error_response(error: APIError) -> Response:
+
+def http_status(error: ServiceError) -> int:
+    for kind, status in _STATUS:
+        if isinstance(error, kind):
+            return status
+    return 400 if error.type == "invalid_request_error" else 500
+
+
+def http_headers(error: ServiceError) -> dict[str, str]:
+    if isinstance(error, Busy):
+        return {"retry-after": str(error.retry_after)}
+    if isinstance(error, TimedOut):
+        # A request that timed out in the queue may well succeed later; one that timed out
+        # while running would only repeat the same work, so the SDK is told not to retry it.
+        return {"x-should-retry": "true" if error.queued else "false"}
+    if isinstance(error, Unavailable) and error.code == "not_ready":
+        return {"retry-after": "1"}
+    return {}
+
+
+def error_response(error: ServiceError, status: int | None = None) -> Response:
     return Response(
         compact_json(error.envelope()),
-        status_code=error.status,
+        status_code=status or http_status(error),
         media_type=JSON_CONTENT_TYPE,
-        headers=error.headers,
+        headers=http_headers(error),
     )
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(APIError)
-    async def _api_error(request: Request, exc: APIError) -> Response:
-        if exc.status >= 500:
+    @app.exception_handler(ServiceError)
+    async def _service_error(request: Request, exc: ServiceError) -> Response:
+        if http_status(exc) >= 500:
             log.error("%s %s failed: %s", request.method, request.url.path, exc.message)
         return error_response(exc)
 
@@ -39,7 +87,7 @@ def install_error_handlers(app: FastAPI) -> None:
             message = f"Method {request.method} is not allowed for {request.url.path}"
         else:
             message = str(exc.detail)
-        return error_response(APIError(message, status=exc.status_code))
+        return error_response(InvalidInput(message), status=exc.status_code)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> Response:
@@ -49,7 +97,7 @@ def install_error_handlers(app: FastAPI) -> None:
         message = first.get("msg", "Invalid request")
         if param:
             message = f"Invalid '{param}': {message}"
-        return error_response(APIError(message, param=param, code="invalid_value"))
+        return error_response(InvalidInput(message, param=param, code="invalid_value"))
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:

@@ -15,7 +15,7 @@ from typing import Any
 
 from starlette.datastructures import FormData, UploadFile
 
-from voxserve.errors import APIError, number_out_of_range
+from voxserve.errors import InvalidInput, number_out_of_range
 
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off", ""}
@@ -39,7 +39,7 @@ class FormReader:
         out: list[str] = []
         for value in raw:
             if not isinstance(value, str):
-                raise APIError(f"'{name}' must be text, not a file.", param=name)
+                raise InvalidInput(f"'{name}' must be text, not a file.", param=name)
             stripped = value.strip()
             if stripped.startswith("["):
                 try:
@@ -60,7 +60,7 @@ class FormReader:
             return True
         if lowered in _FALSE:
             return False
-        raise APIError(
+        raise InvalidInput(
             f"Invalid value for '{name}': expected a boolean (true or false), got '{value}'.",
             param=name,
             code="invalid_type",
@@ -90,11 +90,11 @@ class FormReader:
             try:
                 parsed = json.loads(stripped)
             except ValueError as exc:
-                raise APIError(
+                raise InvalidInput(
                     f"Invalid '{name}': not valid JSON ({exc}).", param=name, code="invalid_value"
                 ) from exc
             if not isinstance(parsed, dict):
-                raise APIError(f"Invalid '{name}': expected an object.", param=name)
+                raise InvalidInput(f"Invalid '{name}': expected an object.", param=name)
             return parsed
         if stripped in ("", "null"):
             return None
@@ -105,13 +105,13 @@ def parse_number(name: str, value: Any, low: float, high: float) -> float:
     try:
         number = float(value)
     except (TypeError, ValueError):
-        raise APIError(
+        raise InvalidInput(
             f"Invalid '{name}': expected a number, but got '{value}' instead.",
             param=name,
             code="invalid_type",
         ) from None
     if math.isnan(number):
-        raise APIError(f"Invalid '{name}': expected a number, but got NaN.", param=name)
+        raise InvalidInput(f"Invalid '{name}': expected a number, but got NaN.", param=name)
     if number < low or number > high:
         raise number_out_of_range(name, number, low, high)
     return number

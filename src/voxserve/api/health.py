@@ -7,9 +7,8 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from voxserve.api.errors import error_response
-from voxserve.errors import APIError
+from voxserve.errors import Unavailable
 from voxserve.runtime.metrics import CONTENT_TYPE
-from voxserve.runtime.threads import active_workers
 
 router = APIRouter()
 
@@ -19,7 +18,7 @@ async def health(request: Request) -> dict:
     return {
         "status": "ok",
         "loaded_models": request.app.state.pool.loaded_ids(),
-        "busy_workers": active_workers(),
+        "busy_workers": request.app.state.scheduler.workers.active,
     }
 
 
@@ -39,8 +38,7 @@ async def ready(request: Request) -> Response | dict:
     else:
         message = f"Not ready: still loading {', '.join(missing)}."
     return error_response(
-        APIError(message, status=503, type="server_error", code="not_ready",
-                 headers={"retry-after": "1"})
+        Unavailable(message, code="not_ready")
     )
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 
 import anyio
@@ -19,7 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from voxserve.errors import upload_too_large
 from voxserve.formats.transcript import compact_json
-from voxserve.runtime.context import RequestContext, current_request
+from voxserve.runtime.context import RequestContext, new_request_id
 from voxserve.runtime.metrics import Metrics
 
 access_log = logging.getLogger("voxserve.access")
@@ -40,10 +39,12 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = f"req_{uuid.uuid4().hex}"
-        scope.setdefault("state", {})["request_id"] = request_id
+        request_id = new_request_id()
         watched, is_disconnected = _disconnect_probe(receive)
-        token = current_request.set(RequestContext(request_id, is_disconnected=is_disconnected))
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        # Handlers pass it on explicitly (`request.state.context`) to the services.
+        state["context"] = RequestContext(request_id, is_disconnected=is_disconnected)
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -52,10 +53,7 @@ class RequestIdMiddleware:
                 message = {**message, "headers": headers}
             await send(message)
 
-        try:
-            await self.app(scope, watched, send_with_id)
-        finally:
-            current_request.reset(token)
+        await self.app(scope, watched, send_with_id)
 
 
 def _disconnect_probe(receive: Receive) -> tuple[Receive, Callable[[], Awaitable[bool]]]:
@@ -118,7 +116,7 @@ class AccessLogMiddleware:
 
     def _record(self, scope: Scope, status: int, seconds: float) -> None:
         route = getattr(scope.get("route"), "path", None) or "unmatched"
-        ctx = current_request.get()
+        ctx: RequestContext | None = scope.get("state", {}).get("context")
         model = (ctx.model if ctx else None) or ""
         self.metrics.requests.labels(route, model, str(status)).inc()
         self.metrics.request_latency.labels(route).observe(seconds)

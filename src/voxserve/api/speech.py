@@ -18,7 +18,13 @@ from starlette.responses import Response, StreamingResponse
 
 from voxserve.api.sse import DONE, sse_error, sse_event, sse_response
 from voxserve.audio.encode import SPEECH_FORMATS
-from voxserve.errors import APIError, model_not_found, number_out_of_range, server_error
+from voxserve.errors import (
+    InvalidInput,
+    ServiceError,
+    model_not_found,
+    number_out_of_range,
+    server_error,
+)
 from voxserve.tts.models import speech_profile
 from voxserve.tts.service import SpeechRequest, SpeechStream
 from voxserve.tts.text import approx_tokens
@@ -50,7 +56,8 @@ BAD_JSON = (
 async def create_speech(request: Request) -> Response:
     body = await read_json_body(request)
     speech = parse_speech_request(body, request.app.state.catalog)
-    stream = await request.app.state.tts.open(speech)  # errors up to here are plain HTTP errors
+    # Errors up to here are plain HTTP errors.
+    stream = await request.app.state.tts.open(speech, request.state.context)
     if stream.sse:
         return sse_response(_speech_events(stream))
     # No Content-Length: Starlette sends it chunked, each sentence as soon as it is encoded.
@@ -85,7 +92,7 @@ async def read_json_body(request: Request) -> dict[str, Any]:
     content_type = request.headers.get("content-type", "")
     if content_type.split(";")[0].strip().lower() != "application/json":
         shown = content_type or "none"
-        raise APIError(
+        raise InvalidInput(
             f"Unsupported content type: '{shown}'. This API method only accepts "
             f"'application/json' requests, but you specified the header 'Content-Type: "
             f"{shown}'. Please try again with a supported content type.",
@@ -95,20 +102,22 @@ async def read_json_body(request: Request) -> dict[str, Any]:
     try:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
-        raise APIError(BAD_JSON) from None
+        raise InvalidInput(BAD_JSON) from None
     if not isinstance(body, dict):
-        raise APIError(BAD_JSON)
+        raise InvalidInput(BAD_JSON)
     return body
 
 
 def parse_speech_request(body: dict[str, Any], catalog) -> SpeechRequest:
-    """A validated SpeechRequest, or the APIError OpenAI would answer."""
+    """A validated SpeechRequest, or the error OpenAI would answer."""
     for name in body:
         if name not in KNOWN_FIELDS:
-            raise APIError(f"Unknown parameter: '{name}'.", param=name, code="unknown_parameter")
+            raise InvalidInput(
+                f"Unknown parameter: '{name}'.", param=name, code="unknown_parameter"
+            )
     for name in ("model", "input", "voice"):
         if body.get(name) is None:
-            raise APIError(
+            raise InvalidInput(
                 f"Missing required parameter: '{name}'.", param=name,
                 code="missing_required_parameter",
             )
@@ -117,7 +126,7 @@ def parse_speech_request(body: dict[str, Any], catalog) -> SpeechRequest:
     if model is None:
         raise model_not_found(model_name)
     if model.spec.kind != "tts":
-        raise APIError(
+        raise InvalidInput(
             f"Model '{model_name}' is not a text-to-speech model.",
             param="model", code="invalid_value",
         )
@@ -127,7 +136,7 @@ def parse_speech_request(body: dict[str, Any], catalog) -> SpeechRequest:
     if profile.max_input_tokens is not None:
         tokens = approx_tokens(text)
         if tokens > profile.max_input_tokens:
-            raise APIError(
+            raise InvalidInput(
                 f"Input of {tokens} tokens is over the maximum input limit of "
                 f"{profile.max_input_tokens} tokens. Please shorten your input.",
                 code="invalid_value",
@@ -156,8 +165,8 @@ def _type_name(value: Any) -> str:
             dict: "an object"}.get(type(value), "null")
 
 
-def _invalid_type(param: str, expected: str, value: Any) -> APIError:
-    return APIError(
+def _invalid_type(param: str, expected: str, value: Any) -> InvalidInput:
+    return InvalidInput(
         f"Invalid type for '{param}': expected {expected}, but got {_type_name(value)} instead.",
         param=param, code="invalid_type",
     )
@@ -168,7 +177,7 @@ def _string(body: dict[str, Any], param: str, allow_empty: bool = False) -> str:
     if not isinstance(value, str):
         raise _invalid_type(param, "a string", value)
     if not value and not allow_empty:
-        raise APIError(
+        raise InvalidInput(
             f"Invalid '{param}': empty string. Expected a string with minimum length 1, "
             "but got an empty string instead.",
             param=param, code="empty_string",
@@ -178,7 +187,7 @@ def _string(body: dict[str, Any], param: str, allow_empty: bool = False) -> str:
 
 def _check_length(param: str, value: str, limit: int) -> None:
     if len(value) > limit:
-        raise APIError(
+        raise InvalidInput(
             f"Invalid '{param}': string too long. Expected a string with maximum length "
             f"{limit}, but got a string with length {len(value)} instead.",
             param=param, code="string_above_max_length",
@@ -201,7 +210,7 @@ def _voice(value: Any) -> str:
     if isinstance(value, dict):
         voice_id = value.get("id")
         if not isinstance(voice_id, str) or not voice_id:
-            raise APIError(
+            raise InvalidInput(
                 "Missing required parameter: 'voice.id'.", param="voice.id",
                 code="missing_required_parameter",
             )
@@ -228,7 +237,7 @@ async def _speech_events(stream: SpeechStream) -> AsyncIterator[bytes]:
             async for block in blocks:
                 audio = base64.b64encode(block).decode()
                 yield sse_event({"type": "speech.audio.delta", "audio": audio})
-    except APIError as exc:
+    except ServiceError as exc:
         yield sse_error(exc)
         return
     except Exception:

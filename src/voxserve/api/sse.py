@@ -6,7 +6,7 @@ from typing import Any
 
 from starlette.responses import StreamingResponse
 
-from voxserve.errors import APIError
+from voxserve.errors import ServiceError
 from voxserve.formats.transcript import compact_json
 
 SSE_CONTENT_TYPE = "text/event-stream; charset=utf-8"
@@ -17,7 +17,7 @@ def sse_event(payload: dict[str, Any]) -> bytes:
     return b"data: " + compact_json(payload) + b"\r\n\r\n"
 
 
-def sse_error(error: APIError) -> bytes:
+def sse_error(error: ServiceError) -> bytes:
     """An error after the stream began; the SDK raises APIError from its `error` key."""
     return sse_event(error.envelope())
 

@@ -15,7 +15,7 @@ from voxserve.api.sse import DONE, sse_error, sse_event, sse_response
 from voxserve.diarize.params import DiarizeParams
 from voxserve.diarize.wiring import is_diarization_model
 from voxserve.domain import Segment, Task
-from voxserve.errors import APIError, model_not_found, server_error
+from voxserve.errors import InvalidInput, ServiceError, model_not_found, server_error
 from voxserve.formats.transcript import (
     diarized_segment_object,
     logprob_objects,
@@ -53,14 +53,14 @@ async def create_translation(request: Request) -> Response:
 async def _speech_to_text(request: Request, task: Task) -> Response:
     req = await read_speech_to_text_request(request, task)
     diarized = is_diarization_model(req.model.spec)
-    service = request.app.state.diarized_stt if diarized else request.app.state.stt
+    service = request.app.state.services.transcriber_for(req.model.spec)
     if req.wants_stream:
-        items = service.decode(req)
+        items = service.decode(req, request.state.context)
         start = await anext(items)  # errors up to here are plain HTTP errors
         # OpenAI streams diarization as whole speaker segments, everything else as deltas.
         event = diarized_segment_object if diarized else delta_event(req)
         return sse_response(transcript_events(req, start, items, event))
-    transcript = await service.transcribe(req)
+    transcript = await service.transcribe(req, request.state.context)
     rendered = render_transcript(transcript, req.response_format, render_options(req, transcript))
     return Response(rendered.body, media_type=rendered.content_type)
 
@@ -91,26 +91,26 @@ async def transcript_events(
     segment_event: Callable[[Segment], dict | None],
 ) -> AsyncIterator[bytes]:
     segments: list[Segment] = []
-    duration = 0.0
+    end = DecodeEnd(0.0)
     try:
         # aclosing: a client that goes away closes the decoder too, which stops the worker.
         async with aclosing(items):
             async for item in items:
                 if isinstance(item, DecodeEnd):
-                    duration = item.duration
+                    end = item
                     continue
                 segments.append(item)
                 payload = segment_event(item)
                 if payload is not None:
                     yield sse_event(payload)
-    except APIError as exc:
+    except ServiceError as exc:
         yield sse_error(exc)
         return
     except Exception:
         log.exception("transcription stream failed")
         yield sse_error(server_error())
         return
-    transcript = build_transcript(req, start, segments, duration)
+    transcript = build_transcript(req, start, segments, end)
     done: dict = {"type": "transcript.text.done", "text": transcript.text}
     if req.include_logprobs:
         done["logprobs"] = logprob_objects(transcript.logprobs)
@@ -123,7 +123,7 @@ async def read_multipart(request: Request) -> FormData:
     content_type = request.headers.get("content-type", "")
     if not content_type.lower().startswith("multipart/form-data"):
         shown = content_type or "none"
-        raise APIError(
+        raise InvalidInput(
             f"Unsupported content type: '{shown}'. This API method only accepts "
             f"'multipart/form-data' requests, but you specified the header 'Content-Type: "
             f"{shown}'. Please try again with a supported content type.",
@@ -132,14 +132,14 @@ async def read_multipart(request: Request) -> FormData:
     max_bytes = request.app.state.settings.max_upload_bytes
     try:
         return await request.form(max_files=4, max_fields=200, max_part_size=max_bytes)
-    except APIError:
+    except ServiceError:
         raise
     except Exception as exc:  # malformed multipart bodies
-        raise APIError(f"Could not parse the multipart form: {exc}") from exc
+        raise InvalidInput(f"Could not parse the multipart form: {exc}") from exc
 
 
-def _missing(field: str) -> APIError:
-    return APIError(
+def _missing(field: str) -> InvalidInput:
+    return InvalidInput(
         f"1 validation error for Request\nbody -> {field}\n  field required "
         "(type=value_error.missing)"
     )
@@ -158,7 +158,7 @@ async def read_speech_to_text_request(request: Request, task: Task) -> SpeechToT
     if model is None:
         raise model_not_found(model_name)
     if model.spec.kind != "stt":
-        raise APIError(
+        raise InvalidInput(
             f"Model '{model_name}' is not a speech-to-text model.",
             param="model",
             code="invalid_value",
@@ -169,7 +169,7 @@ async def read_speech_to_text_request(request: Request, task: Task) -> SpeechToT
     if raw_language is not None and raw_language.strip():
         language = normalize_language(raw_language)
         if language is None:
-            raise APIError(
+            raise InvalidInput(
                 f"Invalid language '{raw_language}'. Language parameter must be specified in "
                 "ISO-639-1 format.",
                 param="language",
@@ -180,7 +180,7 @@ async def read_speech_to_text_request(request: Request, task: Task) -> SpeechToT
     granularities = set(reader.values("timestamp_granularities"))
     unknown = granularities - GRANULARITIES
     if unknown:
-        raise APIError(
+        raise InvalidInput(
             f"Invalid value: '{sorted(unknown)[0]}'. Supported values are: 'word' and 'segment'.",
             param="timestamp_granularities",
             code="invalid_value",
@@ -194,7 +194,7 @@ async def read_speech_to_text_request(request: Request, task: Task) -> SpeechToT
         include = set(reader.values("include"))
         unknown = include - INCLUDABLE
         if unknown:
-            raise APIError(
+            raise InvalidInput(
                 f"Invalid value: '{sorted(unknown)[0]}'. Supported values are: 'logprobs' "
                 "and 'language_probabilities'.",
                 param="include",
@@ -237,14 +237,14 @@ def read_decoder_extensions(reader: FormReader) -> dict:
     beam_size = reader.number("beam_size", 1, 20)
     if beam_size is not None:
         if not float(beam_size).is_integer():
-            raise APIError(
+            raise InvalidInput(
                 f"Invalid 'beam_size': expected an integer, but got {beam_size} instead.",
                 param="beam_size",
                 code="invalid_type",
             )
         values["beam_size"] = int(beam_size)
     if values["hotwords"] is not None and len(values["hotwords"]) > 1000:
-        raise APIError(
+        raise InvalidInput(
             "Invalid 'hotwords': at most 1000 characters.", param="hotwords", code="invalid_value"
         )
     return {k: v for k, v in values.items() if v is not None}
@@ -271,13 +271,13 @@ def parse_chunking_strategy(value: str | dict | None) -> VadSettings | None:
     if isinstance(value, str):
         if value == "auto":
             return VadSettings()
-        raise APIError(
+        raise InvalidInput(
             f"Invalid value: '{value}'. Supported values are: 'auto' or a server_vad object.",
             param=param,
             code="invalid_value",
         )
     if value.get("type") != "server_vad":
-        raise APIError(
+        raise InvalidInput(
             f"Invalid '{param}.type': expected 'server_vad', got '{value.get('type')}'.",
             param=f"{param}.type",
             code="invalid_value",

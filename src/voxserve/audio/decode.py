@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import av
 import numpy as np
 
-from voxserve.errors import APIError, audio_too_short, invalid_file_format
+from voxserve.errors import InvalidInput, audio_too_short, invalid_file_format
 
 log = logging.getLogger("voxserve.audio")
 
@@ -99,8 +99,8 @@ def _decode_stream(
         yield out.to_ndarray().reshape(-1)
 
 
-def _too_long(seconds: float, maximum: float) -> APIError:
-    return APIError(
+def _too_long(seconds: float, maximum: float) -> InvalidInput:
+    return InvalidInput(
         f"audio duration {seconds:.6f} seconds is longer than {maximum:g} seconds "
         "which is the maximum for this server",
         code="invalid_value",

@@ -168,8 +168,3 @@ class AudioEncoder:
             return out
         return self._sink.take()
 
-
-def encode_all(samples: np.ndarray, input_rate: int, response_format: str) -> bytes:
-    """A whole clip at once (CLI, tests)."""
-    encoder = AudioEncoder(response_format, input_rate)
-    return encoder.encode(samples) + encoder.finish()

@@ -17,17 +17,19 @@ from voxserve.config import Settings
 from voxserve.diarize.assign import split_by_speaker
 from voxserve.diarize.pipeline import Diarizer, KnownSpeaker, Turn
 from voxserve.diarize.references import ReferenceAudio, check_known_speakers, decode_references
-from voxserve.errors import APIError
+from voxserve.errors import Internal, InvalidInput
 from voxserve.runtime.catalog import Catalog, ModelSpec
+from voxserve.runtime.context import RequestContext
 from voxserve.runtime.pool import ModelPool
 from voxserve.runtime.scheduler import Scheduler
 from voxserve.stt.engine import DecodeEnd, DecodeInfo
+from voxserve.stt.pipeline import decode_blocks
 from voxserve.stt.request import SpeechToTextRequest, check_against_profile
 from voxserve.stt.service import (
     StreamItem,
     StreamStart,
     TranscriptionService,
-    check_language_support,
+    check_capabilities,
     decode_options,
 )
 
@@ -45,9 +47,11 @@ class DiarizedSpeechToText(TranscriptionService):
         # Admission goes through the Whisper model's lane: it is the engine both share.
         self._scheduler = scheduler
 
-    async def decode(self, req: SpeechToTextRequest) -> AsyncIterator[StreamItem]:
-        """A StreamStart, then speaker segments. Every check that can fail with a 400 runs
-        before the StreamStart (a stream can still answer with a plain HTTP error)."""
+    async def decode(
+        self, req: SpeechToTextRequest, ctx: RequestContext | None = None
+    ) -> AsyncIterator[StreamItem]:
+        """A StreamStart, then speaker segments. Every check of the request and its audio
+        runs before the StreamStart (a door can still refuse the request as a whole)."""
         check_against_profile(req)
         check_known_speakers(req.diarize)
         audio = await anyio.to_thread.run_sync(
@@ -56,11 +60,11 @@ class DiarizedSpeechToText(TranscriptionService):
         check_chunking(req, audio)
         references = await anyio.to_thread.run_sync(decode_references, req.diarize)
         whisper_spec, diarizer_spec = self._parts(req.model.spec)
-        async with self._scheduler.admit(whisper_spec) as lease, \
+        async with self._scheduler.admit(whisper_spec, ctx) as lease, \
                 self._pool.use(diarizer_spec) as diarizer:
             engine = lease.engine
             lease.audio_seconds = audio.size / SAMPLE_RATE
-            check_language_support(req, engine)
+            check_capabilities(req, engine.capabilities)
             options = replace(decode_options(req, self._settings), word_timestamps=True)
             turns_job = asyncio.ensure_future(anyio.to_thread.run_sync(
                 run_diarizer, diarizer, audio, references, req.diarize.min_speakers,
@@ -70,15 +74,21 @@ class DiarizedSpeechToText(TranscriptionService):
                 def run():
                     # The diarizer needs the whole file anyway: one block.
                     blocks = [AudioBlock(0, audio, last=True)]
-                    for item in engine.transcribe(blocks, options):
-                        yield StreamStart(item, engine) if isinstance(item, DecodeInfo) else item
+                    for item in decode_blocks(engine, blocks, options):
+                        yield StreamStart(item) if isinstance(item, DecodeInfo) else item
 
                 next_id = 0
                 previous: str | None = None
                 turns: list[Turn] | None = None
+                texts: list[str] = []
                 async for item in lease.iterate(run):
-                    if isinstance(item, (StreamStart, DecodeEnd)):
+                    if isinstance(item, StreamStart):
                         yield item
+                        continue
+                    if isinstance(item, DecodeEnd):
+                        # The tokens of the text as split into speaker segments.
+                        text = "".join(texts).strip()
+                        yield replace(item, output_tokens=engine.count_tokens(text))
                         continue
                     if turns is None:
                         turns = await turns_job
@@ -87,6 +97,7 @@ class DiarizedSpeechToText(TranscriptionService):
                             continue
                         next_id = piece.id + 1
                         previous = piece.speaker
+                        texts.append(piece.text)
                         yield piece
             finally:
                 if not turns_job.done():
@@ -96,7 +107,7 @@ class DiarizedSpeechToText(TranscriptionService):
         whisper = self._catalog.spec(spec.options["whisper"])
         diarizer = self._catalog.spec(spec.options["diarizer"])
         if whisper is None or diarizer is None:
-            raise APIError(f"Model '{spec.id}' is misconfigured.", status=500, type="server_error")
+            raise Internal(f"Model '{spec.id}' is misconfigured.")
         return whisper, diarizer
 
 
@@ -104,7 +115,7 @@ def check_chunking(req: SpeechToTextRequest, audio: np.ndarray) -> None:
     if req.profile.name != "gpt-4o-transcribe-diarize" or req.vad is not None:
         return
     if audio.size / SAMPLE_RATE > CHUNKING_REQUIRED_SECONDS:
-        raise APIError(
+        raise InvalidInput(
             "chunking_strategy is required for diarization models",
             param="chunking_strategy",
             code="invalid_value",

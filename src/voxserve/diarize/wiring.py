@@ -26,7 +26,8 @@ def install(catalog: Catalog, pool: ModelPool, settings: Settings) -> None:
     for whisper_id in whisper_ids:
         whisper = catalog.spec(whisper_id)
         paired = ModelSpec(
-            f"{whisper_id}{SUFFIX}", "stt", whisper.source, created=whisper.created,
+            f"{whisper_id}{SUFFIX}", "stt", whisper.source, engine=whisper.engine,
+            created=whisper.created,
             options={"whisper": whisper_id, "diarizer": DIARIZER_ID},
         )
         meta = (paired.created, paired.owned_by)

@@ -23,6 +23,7 @@ class ModelSpec:
     id: str
     kind: ModelKind
     source: str  # "package:<name>", "dir:<path>" or "hf:<org/repo>"
+    engine: str = "whisper"  # for `stt` models: which engine serves it (stt/engines.py)
     created: int = 1_700_000_000
     owned_by: str = "voxserve"
     # Free-form engine settings (voices, language, ...) for engines that need them.
@@ -109,8 +110,9 @@ class Catalog:
         return list(self._public.values())
 
     def broken_aliases(self) -> dict[str, str]:
-        """Aliases whose target is not a known model (reported at start-up)."""
-        return {k: v for k, v in self._aliases.items() if v not in self._specs}
+        """Configured aliases that no model serves. Meaningful once every engine has
+        registered its models (the composition root checks it last)."""
+        return {k: v for k, v in self._aliases.items() if self.resolve(k) is None}
 
     def register(self, spec: ModelSpec, aliases: dict[str, tuple[str, int, str]]) -> None:
         """Add a native model and its OpenAI aliases (name -> (profile, created, owned_by)).

@@ -89,10 +89,6 @@ class ModelPool:
         """Why the last load of this model failed, or None."""
         return self._failures.get(model_id)
 
-    def in_use(self, model_id: str) -> int:
-        entry = self._entries.get(model_id)
-        return entry.refs if entry else 0
-
     async def acquire(self, spec: ModelSpec) -> Any:
         """The loaded engine for `spec`, held (never unloaded) until `release(spec.id)`."""
         entry = self._entries.get(spec.id) or await self._load(spec)

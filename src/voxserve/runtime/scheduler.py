@@ -1,23 +1,23 @@
 """Admission: a bounded FIFO queue and a fixed number of slots per loaded model.
 
-A request that wants an engine asks `Scheduler.admit(spec)`: transcriptions and translations
-(diarized ones in their Whisper model's lane) and speech alike. Each native model has a *lane*:
-`slots` requests run at once (for Whisper sized by `runtime.layout` so that they keep the
-engine busy: a full batch per replica when batching; for a speech model one per core, as a
-voice synthesizes on one thread), up to `max_queue` more wait in arrival order, and anything
-beyond that is refused at once with OpenAI's 429 and a `Retry-After` estimated from how long
+A unit of work that wants an engine asks `Scheduler.admit(spec, ctx)`: transcriptions and
+translations (diarized ones in their Whisper model's lane), speech, and each decode pass of a
+live session alike. Each native model has a *lane*: `slots` requests run at once (for Whisper
+sized by the engine (for Whisper: `stt/whisper/layout.py`) so that they keep it busy; for a speech model one per core,
+as a voice synthesizes on one thread), up to `max_queue` more wait in arrival order, and
+anything beyond that is refused at once with `Busy` and a retry time estimated from how long
 slots have recently been held. When a slot frees it goes straight to the oldest waiter, so
 order is FIFO across requests; a long file holds one slot for its whole run, and the other
-slots keep serving short requests past it (hence the default of several slots per model),
-and in the engine its windows share batches with them one at a time.
+slots keep serving short requests past it (hence the default of several slots per model).
 
-Every request has a deadline (`request_timeout` seconds after it arrived, 0 for none). Waiting
-past it in the queue, or running past it (checked at every segment the engine yields), ends
-the request with a 504 `timeout` error. A waiter whose client has gone is dropped when its
-slot comes up, before the engine ever sees it.
+Every request has a deadline (`request_timeout` seconds after its context started, 0 for
+none). Waiting past it in the queue, or running past it (checked at every item the engine
+yields), ends the request with `TimedOut`. A waiter whose caller has gone is dropped with
+`ClientGone` when its slot comes up, before the engine ever sees it. The doors decide what
+these look like (the HTTP edge: 429 with Retry-After, 504, 499).
 
 Batching happens below this layer: the requests holding slots decode in their own threads and
-their engine calls are merged in `stt.batching`; `runtime.layout` sizes the slots to match.
+Whisper's engine calls are merged in `stt/whisper/batching.py`.
 """
 
 from __future__ import annotations
@@ -28,19 +28,24 @@ import math
 import os
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import aclosing, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from voxserve.config import Settings
-from voxserve.errors import APIError
+from voxserve.errors import (
+    Busy,
+    ServiceError,
+    client_closed,
+    deadline_exceeded,
+    server_busy,
+)
 from voxserve.runtime.catalog import ModelSpec
-from voxserve.runtime.context import RequestContext, current_request
-from voxserve.runtime.layout import engine_layout, resolve_device
+from voxserve.runtime.context import RequestContext
 from voxserve.runtime.metrics import Metrics
 from voxserve.runtime.pool import ModelPool
-from voxserve.runtime.threads import iterate_in_thread
+from voxserve.runtime.threads import WorkerPool
 
 log = logging.getLogger("voxserve.scheduler")
 
@@ -54,52 +59,27 @@ EWMA_WEIGHT = 0.2
 
 @dataclass(frozen=True)
 class SchedulerConfig:
-    slots: int = 1  # per Whisper model
+    slots: int = 1  # per speech-to-text model, unless its engine has its own below
     max_queue: int = 32
     timeout: float = 0.0  # seconds from arrival; 0: no deadline
     speech_slots: int = 1  # per speech model
+    engine_slots: Mapping[str, int] = field(default_factory=dict)  # stt engine -> slots
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> SchedulerConfig:
+    def from_settings(cls, settings: Settings, engine_slots: Mapping[str, int]) -> SchedulerConfig:
+        """`engine_slots`: what each speech-to-text engine wants (stt/engines.py)."""
         return cls(
-            slots=engine_layout(settings, resolve_device(settings)).slots,
+            slots=max(engine_slots.values(), default=1),
             max_queue=settings.max_queue,
             timeout=settings.request_timeout,
             speech_slots=settings.slots or max(2, os.cpu_count() or 1),
+            engine_slots=dict(engine_slots),
         )
 
     def slots_for(self, spec: ModelSpec) -> int:
-        return self.speech_slots if spec.kind == "tts" else self.slots
-
-
-def server_busy(model_id: str, queued: int, retry_after: int) -> APIError:
-    return APIError(
-        f"The server is busy: {queued} requests are queued for model '{model_id}'. "
-        f"Please retry after {retry_after}s.",
-        status=429,
-        type="requests",
-        code="rate_limit_exceeded",
-        headers={"retry-after": str(retry_after)},
-    )
-
-
-def deadline_exceeded(timeout: float, queued: bool) -> APIError:
-    where = "waiting in the queue" if queued else "while the model was working"
-    return APIError(
-        f"The request did not finish within the server's limit of {timeout:g} seconds "
-        f"(it ran out {where}).",
-        status=504,
-        type="server_error",
-        code="timeout",
-        # A request that timed out in the queue may well succeed later; one that timed out
-        # while running would only repeat the same work, so tell the SDK not to retry it.
-        headers={"x-should-retry": "true" if queued else "false"},
-    )
-
-
-def client_closed() -> APIError:
-    # nginx's 499: nobody reads it, but the access log and metrics say what happened.
-    return APIError("The client closed the request.", status=499, type="invalid_request_error")
+        if spec.kind == "tts":
+            return self.speech_slots
+        return self.engine_slots.get(spec.engine, self.slots)
 
 
 class _Lane:
@@ -132,12 +112,14 @@ class _Lane:
         self.waiters.append(waiter)
         self._depth.set(len(self.waiters))
         self._dispatch()
+        # The waiter is shielded, so only this coroutine (below) or `_dispatch` ever settles
+        # it: a cancelled caller cannot leave a dead waiter for `_dispatch` to grant a slot to.
         try:
             if deadline is None:
-                return await waiter
+                return await asyncio.shield(waiter)
             return await asyncio.wait_for(asyncio.shield(waiter), deadline - time.monotonic())
         except (asyncio.TimeoutError, asyncio.CancelledError) as exc:
-            if waiter.done() and not waiter.cancelled():
+            if waiter.done():
                 self.release(waiter.result())  # granted at the last moment: pass it on
             else:
                 waiter.cancel()
@@ -162,6 +144,8 @@ class _Lane:
         """Hand free slots to the oldest waiters."""
         while self.busy < self.slots and self.waiters:
             waiter = self.waiters.popleft()
+            if waiter.done():  # never expected (waiters are shielded); never grant to one
+                continue
             self._take()
             waiter.set_result(time.monotonic())
         self._depth.set(len(self.waiters))
@@ -173,9 +157,15 @@ class Lease:
     stopped, even when the request has already ended with an error."""
 
     def __init__(
-        self, engine: Any, deadline: float | None, timeout: float, on_done: Callable[[], None]
+        self,
+        engine: Any,
+        deadline: float | None,
+        timeout: float,
+        on_done: Callable[[], None],
+        workers: WorkerPool,
     ) -> None:
         self.engine = engine
+        self._workers_pool = workers
         self.deadline = deadline
         self._timeout = timeout
         self._on_done = on_done
@@ -185,8 +175,11 @@ class Lease:
         self.audio_seconds = 0.0  # set by the work once it knows the file's duration
 
     async def iterate(self, make_iterator: Callable[[], Iterator[T]]) -> AsyncIterator[T]:
-        """`iterate_in_thread` under this lease's deadline."""
-        items = iterate_in_thread(make_iterator, deadline=self.deadline, on_worker=self._track)
+        """The items of `make_iterator()`, made in a worker thread under this lease's
+        deadline."""
+        items = self._workers_pool.iterate(
+            make_iterator, deadline=self.deadline, on_worker=self._track
+        )
         try:
             async with aclosing(items):
                 async for item in items:
@@ -215,11 +208,16 @@ class Lease:
 
 class Scheduler:
     def __init__(
-        self, pool: ModelPool, config: SchedulerConfig, metrics: Metrics | None = None
+        self,
+        pool: ModelPool,
+        config: SchedulerConfig,
+        metrics: Metrics | None = None,
+        workers: WorkerPool | None = None,
     ) -> None:
         self._pool = pool
         self.config = config
         self._metrics = metrics or Metrics()
+        self.workers = workers or WorkerPool()
         self._lanes: dict[str, _Lane] = {}
 
     def queued(self, model_id: str) -> int:
@@ -239,35 +237,35 @@ class Scheduler:
         return lane
 
     @asynccontextmanager
-    async def admit(self, spec: ModelSpec) -> AsyncIterator[Lease]:
+    async def admit(
+        self, spec: ModelSpec, ctx: RequestContext | None = None
+    ) -> AsyncIterator[Lease]:
         """A slot in `spec`'s lane and its loaded engine, for the duration of the block.
 
-        Raises the 429 when the queue is full, the 504 when the deadline passes while queued,
-        and a 499 when the client went away before its slot came up.
+        `ctx` is the caller's: its deadline counts from `ctx.started`. Raises `Busy` when the
+        queue is full, `TimedOut` when the deadline passes while queued, and `ClientGone`
+        when the caller went away before its slot came up.
         """
-        ctx = current_request.get()
+        ctx = ctx or RequestContext()
         timeout = self.config.timeout
-        arrived = ctx.started if ctx else time.monotonic()
-        deadline = arrived + timeout if timeout > 0 else None
+        deadline = ctx.started + timeout if timeout > 0 else None
         m, model_id = self._metrics, spec.id
-        if ctx is not None:
-            ctx.model = model_id
+        ctx.model = model_id
         lane = self._lane(spec)
         queued_at = time.monotonic()
         try:
             granted_at = await lane.acquire(deadline, timeout)
-        except APIError as exc:
-            if exc.status == 429:
+        except ServiceError as exc:
+            if isinstance(exc, Busy):
                 m.rejected.labels(model_id).inc()
             else:
                 m.dropped.labels(model_id, "deadline").inc()
             raise
         m.queue_wait.labels(model_id).observe(granted_at - queued_at)
-        if ctx is not None:
-            ctx.queue_seconds = granted_at - queued_at
+        ctx.queue_seconds = granted_at - queued_at
         lease: Lease | None = None
         try:
-            if await _client_gone(ctx):
+            if await ctx.is_disconnected():
                 m.dropped.labels(model_id, "disconnected").inc()
                 log.info("dropped before the engine: model=%s reason=disconnected", model_id)
                 raise client_closed()
@@ -277,7 +275,7 @@ class Scheduler:
                 self._pool.release(model_id)
                 lane.release(granted_at)
 
-            lease = Lease(engine, deadline, timeout, done)
+            lease = Lease(engine, deadline, timeout, done, self.workers)
             m.admitted.labels(model_id).inc()
             yield lease
             if lease.audio_seconds > 0:
@@ -294,7 +292,3 @@ class Scheduler:
                 lease.close()
             else:
                 lane.release(granted_at)
-
-
-async def _client_gone(ctx: RequestContext | None) -> bool:
-    return ctx is not None and await ctx.is_disconnected()

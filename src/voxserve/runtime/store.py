@@ -17,16 +17,13 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from voxserve.errors import APIError
+from voxserve.errors import Internal
 
 log = logging.getLogger("voxserve.store")
 
 
-class ModelSourceError(APIError):
+class ModelSourceError(Internal):
     """A configured model whose weights cannot be found or verified."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message, status=500, type="server_error")
 
 
 @dataclass(frozen=True)
@@ -108,23 +105,3 @@ def assemble_split_weights(weights: SplitWeights, cache_dir: Path) -> Path:
         tmp.unlink(missing_ok=True)
     marker.write_text(weights.sha256 + "\n")
     return target
-
-
-def resolve_whisper_source(source: str, cache_dir: Path) -> tuple[str, bool]:
-    """(what to hand to faster-whisper, whether it is a Hugging Face repo id)."""
-    kind, _, value = source.partition(":")
-    if kind == "package":
-        if value in PACKAGED_SPLIT_MODELS:
-            return str(assemble_split_weights(PACKAGED_SPLIT_MODELS[value], cache_dir)), False
-        if value in PACKAGED_DIRECTORIES:
-            package, rel = PACKAGED_DIRECTORIES[value]
-            return str(package_dir(package) / rel), False
-        raise ModelSourceError(f"Unknown model package '{value}'.")
-    if kind == "dir":
-        path = Path(value).expanduser()
-        if not (path / "model.bin").is_file():
-            raise ModelSourceError(f"No CTranslate2 model (model.bin) in directory '{path}'.")
-        return str(path), False
-    if kind == "hf":
-        return value, True
-    raise ModelSourceError(f"Unknown model source '{source}'.")

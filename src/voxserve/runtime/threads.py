@@ -22,68 +22,78 @@ from typing import TypeVar
 T = TypeVar("T")
 
 _END = object()
-# Decode and synthesis workers, apart from asyncio's default pool (min(32, cores + 4) threads:
-# six on a 2-core machine, fewer than the scheduler's slots). They mostly wait inside the
-# engines, which release the GIL; the scheduler, not this pool, bounds how many run.
-_WORKERS = ThreadPoolExecutor(max_workers=128, thread_name_prefix="voxserve-worker")
-_active = 0
-_active_lock = threading.Lock()
+# Decode and synthesis workers are kept apart from asyncio's default pool (min(32, cores + 4)
+# threads: six on a 2-core machine, fewer than the scheduler's slots). They mostly wait inside
+# the engines, which release the GIL; the scheduler, not this pool, bounds how many run.
+MAX_WORKERS = 128
 
 
-def active_workers() -> int:
-    """Worker threads still producing items (reported by /health; a test watches it drop to
-    zero after a client disconnects)."""
-    return _active
+class WorkerPool:
+    """The decode and synthesis threads of one server (or one CLI run, or one cluster replica),
+    and how many of them are producing right now (`/health`'s `busy_workers`)."""
 
+    def __init__(self, max_workers: int = MAX_WORKERS) -> None:
+        self._executor = ThreadPoolExecutor(max_workers, thread_name_prefix="voxserve-worker")
+        self._active = 0
+        self._lock = threading.Lock()
 
-def _count(delta: int) -> None:
-    global _active
-    with _active_lock:
-        _active += delta
+    @property
+    def active(self) -> int:
+        """Worker threads still producing items (a test watches this drop to zero after a
+        client disconnects)."""
+        return self._active
 
+    def _count(self, delta: int) -> None:
+        with self._lock:
+            self._active += delta
 
-async def iterate_in_thread(
-    make_iterator: Callable[[], Iterator[T]],
-    *,
-    deadline: float | None = None,
-    on_worker: Callable[[asyncio.Future], None] | None = None,
-) -> AsyncIterator[T]:
-    loop = asyncio.get_running_loop()
-    queue: asyncio.Queue = asyncio.Queue()
-    cancelled = threading.Event()
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
 
-    def produce() -> None:
-        _count(+1)
+    async def iterate(
+        self,
+        make_iterator: Callable[[], Iterator[T]],
+        *,
+        deadline: float | None = None,
+        on_worker: Callable[[asyncio.Future], None] | None = None,
+    ) -> AsyncIterator[T]:
+        """The items of `make_iterator()`, produced in one of this pool's threads."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue = asyncio.Queue()
+        cancelled = threading.Event()
+
+        def produce() -> None:
+            self._count(+1)
+            try:
+                iterator = make_iterator()
+                for item in iterator:
+                    loop.call_soon_threadsafe(queue.put_nowait, (True, item))
+                    if cancelled.is_set():
+                        close = getattr(iterator, "close", None)
+                        if close is not None:
+                            close()
+                        return
+                loop.call_soon_threadsafe(queue.put_nowait, (True, _END))
+            except BaseException as exc:  # handed to the consumer, raised there
+                loop.call_soon_threadsafe(queue.put_nowait, (False, exc))
+            finally:
+                self._count(-1)
+
+        worker = loop.run_in_executor(self._executor, produce)
+        if on_worker is not None:
+            on_worker(worker)
         try:
-            iterator = make_iterator()
-            for item in iterator:
-                loop.call_soon_threadsafe(queue.put_nowait, (True, item))
-                if cancelled.is_set():
-                    close = getattr(iterator, "close", None)
-                    if close is not None:
-                        close()
-                    return
-            loop.call_soon_threadsafe(queue.put_nowait, (True, _END))
-        except BaseException as exc:  # handed to the consumer, raised there
-            loop.call_soon_threadsafe(queue.put_nowait, (False, exc))
+            while True:
+                if deadline is None:
+                    ok, item = await queue.get()
+                else:
+                    ok, item = await asyncio.wait_for(queue.get(), deadline - time.monotonic())
+                if not ok:
+                    raise item
+                if item is _END:
+                    break
+                yield item
         finally:
-            _count(-1)
-
-    worker = loop.run_in_executor(_WORKERS, produce)
-    if on_worker is not None:
-        on_worker(worker)
-    try:
-        while True:
-            if deadline is None:
-                ok, item = await queue.get()
-            else:
-                ok, item = await asyncio.wait_for(queue.get(), deadline - time.monotonic())
-            if not ok:
-                raise item
-            if item is _END:
-                break
-            yield item
-    finally:
-        cancelled.set()
-        if worker.done():
-            worker.result()
+            cancelled.set()
+            if worker.done():
+                worker.result()

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from voxserve.diarize.params import DiarizeParams
 from voxserve.domain import Task
-from voxserve.errors import APIError
+from voxserve.errors import InvalidInput
 from voxserve.formats.transcript import TRANSCRIPT_FORMATS
 from voxserve.runtime.catalog import PublicModel
 from voxserve.stt.engine import VadSettings
@@ -50,7 +50,7 @@ def check_against_profile(req: SpeechToTextRequest) -> None:
     profile = req.profile
     shown_model = req.model.id
     if req.task == "translate" and not profile.translations:
-        raise APIError(
+        raise InvalidInput(
             f"Model '{shown_model}' is not supported for translations. Use 'whisper-1' instead.",
             param="model",
             code="unsupported_value",
@@ -59,56 +59,56 @@ def check_against_profile(req: SpeechToTextRequest) -> None:
         raise unknown_response_format(req.response_format)
     if req.response_format not in profile.formats:
         allowed = " or ".join(f"'{f}'" for f in profile.formats)
-        raise APIError(
+        raise InvalidInput(
             f"response_format '{req.response_format}' is not compatible with model "
             f"'{shown_model}'. Use {allowed} instead.",
             param="response_format",
             code="unsupported_value",
         )
     if req.prompt and not profile.prompt:
-        raise APIError(
+        raise InvalidInput(
             f"prompt is not supported with model '{shown_model}'.",
             param="prompt",
             code="unsupported_value",
         )
     if req.timestamp_granularities:
         if not profile.timestamp_granularities:
-            raise APIError(
+            raise InvalidInput(
                 f"timestamp_granularities is not compatible with model '{shown_model}'.",
                 param="timestamp_granularities",
                 code="unsupported_value",
             )
         if "word" in req.timestamp_granularities and req.response_format != "verbose_json":
-            raise APIError(
+            raise InvalidInput(
                 "timestamp_granularities[]=word requires response_format 'verbose_json'.",
                 param="timestamp_granularities",
                 code="unsupported_value",
             )
     if req.include_logprobs:
         if not profile.logprobs:
-            raise APIError(
+            raise InvalidInput(
                 f"include[]=logprobs is not supported with model '{shown_model}'.",
                 param="include",
                 code="unsupported_value",
             )
         if req.response_format != "json":
-            raise APIError(
+            raise InvalidInput(
                 "include[]=logprobs is only supported with response_format 'json'.",
                 param="include",
                 code="unsupported_value",
             )
     if req.include_language_probabilities and req.response_format not in ("json", "verbose_json"):
-        raise APIError(
+        raise InvalidInput(
             "include[]=language_probabilities needs response_format 'json' or 'verbose_json'.",
             param="include",
             code="unsupported_value",
         )
 
 
-def unknown_response_format(value: str) -> APIError:
+def unknown_response_format(value: str) -> InvalidInput:
     # OpenAI still answers this one in pydantic's legacy style (contract §6.3).
     expected = "'json', 'text', 'srt', 'verbose_json', 'vtt' or 'diarized_json'"
-    return APIError(
+    return InvalidInput(
         f"[{{'type': 'enum', 'loc': ('body', 'response_format'), 'msg': \"Input should be "
         f"{expected}\", 'input': {value!r}, 'ctx': {{'expected': \"{expected}\"}}}}]"
     )

@@ -1,11 +1,12 @@
-"""The speech-to-text pipeline, one for transcription and translation (the task is a flag):
-open the upload, get the loaded model, check what only the model can tell (is it
-English-only?), decode speech lazily block by block, and build the Transcript."""
+"""The speech-to-text service, one for transcription and translation (the task is a flag):
+open the upload, get the loaded engine, check what only the engine can tell (its
+capabilities), decode speech lazily block by block (stt/pipeline.py), and build the
+Transcript."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import anyio
 
@@ -13,27 +14,24 @@ from voxserve.audio.blocks import cut_blocks
 from voxserve.audio.decode import SAMPLE_RATE, open_audio
 from voxserve.config import Settings
 from voxserve.domain import Segment, Transcript
-from voxserve.errors import APIError
+from voxserve.errors import InvalidInput
 from voxserve.formats.transcript import RenderOptions, duration_usage
-from voxserve.runtime.pool import ModelPool
-from voxserve.runtime.scheduler import Scheduler, SchedulerConfig
+from voxserve.runtime.context import RequestContext
+from voxserve.runtime.scheduler import Scheduler
 from voxserve.stt.engine import (
-    FALLBACK_TEMPERATURES,
-    LANGUAGE_DETECTION_WINDOWS,
     DecodeEnd,
     DecodeInfo,
     DecodeOptions,
-    WhisperEngine,
+    EngineCapabilities,
+    SpeechToTextEngine,
 )
+from voxserve.stt.pipeline import decode_blocks
 from voxserve.stt.request import SpeechToTextRequest, check_against_profile
 
 # gpt-4o models count audio as about ten tokens a second (1.7 s -> 17 tokens in OpenAI's usage).
 AUDIO_TOKENS_PER_SECOND = 10
 # Where a block may be cut, counted back from its limit: long enough to always hold a pause.
 BLOCK_SEARCH_SECONDS = 10
-# The first block holds what language detection looks at, and no more: a stream's first
-# words then wait for two minutes of audio to be read and screened, not a whole block.
-FIRST_BLOCK_SAMPLES = LANGUAGE_DETECTION_WINDOWS * 30 * SAMPLE_RATE
 
 
 @dataclass(frozen=True)
@@ -41,7 +39,6 @@ class StreamStart:
     """The first item of a decoding stream: what is known before any segment."""
 
     info: DecodeInfo
-    engine: WhisperEngine
 
 
 StreamItem = StreamStart | Segment | DecodeEnd
@@ -50,46 +47,51 @@ StreamItem = StreamStart | Segment | DecodeEnd
 class TranscriptionService:
     """What every speech-to-text service offers: a stream of items, or the whole Transcript."""
 
-    def decode(self, req: SpeechToTextRequest) -> AsyncIterator[StreamItem]:
+    def decode(
+        self, req: SpeechToTextRequest, ctx: RequestContext | None = None
+    ) -> AsyncIterator[StreamItem]:
         raise NotImplementedError
 
-    async def transcribe(self, req: SpeechToTextRequest) -> Transcript:
-        return await collect(req, self.decode(req))
+    async def transcribe(
+        self, req: SpeechToTextRequest, ctx: RequestContext | None = None
+    ) -> Transcript:
+        return await collect(req, self.decode(req, ctx))
 
 
 class SpeechToText(TranscriptionService):
-    def __init__(
-        self, settings: Settings, pool: ModelPool, scheduler: Scheduler | None = None
-    ) -> None:
+    def __init__(self, settings: Settings, scheduler: Scheduler) -> None:
         self._settings = settings
-        self._pool = pool
-        # The server shares one scheduler (queue, slots, deadline); the CLI needs no limits.
-        self._scheduler = scheduler or Scheduler(pool, SchedulerConfig())
+        self._scheduler = scheduler  # the instance's one queue, slots and deadline
 
-    async def decode(self, req: SpeechToTextRequest) -> AsyncIterator[StreamItem]:
+    async def decode(
+        self, req: SpeechToTextRequest, ctx: RequestContext | None = None
+    ) -> AsyncIterator[StreamItem]:
         """A StreamStart, then segments as the engine finishes each one, then a DecodeEnd.
 
         Every check that can fail on the request or the file's start runs before the
-        StreamStart is yielded, so a caller that streams can still answer with a plain HTTP
-        error until then.
+        StreamStart is yielded, so a door that streams can still refuse the request as a
+        whole until then (over HTTP: a plain error response instead of an SSE error event).
         """
         check_against_profile(req)
         opened = await anyio.to_thread.run_sync(
             open_audio, req.audio, self._settings.max_audio_seconds
         )
-        async with self._scheduler.admit(req.model.spec) as lease:
-            engine = lease.engine
-            check_language_support(req, engine)
+        async with self._scheduler.admit(req.model.spec, ctx) as lease:
+            engine: SpeechToTextEngine = lease.engine
+            check_capabilities(req, engine.capabilities)
             options = decode_options(req, self._settings)
             block = int(self._settings.block_seconds * SAMPLE_RATE)
             search = min(block // 2, BLOCK_SEARCH_SECONDS * SAMPLE_RATE)
+            # The first block holds what language detection reads, and no more: a stream's
+            # first words then wait for that much audio to be read and screened, not a block.
+            first = int(engine.capabilities.language_detection_seconds * SAMPLE_RATE)
 
             def run():
-                blocks = cut_blocks(opened.chunks(), block, search, FIRST_BLOCK_SAMPLES)
-                for item in engine.transcribe(blocks, options):
+                blocks = cut_blocks(opened.chunks(), block, search, first)
+                for item in decode_blocks(engine, blocks, options):
                     if isinstance(item, DecodeEnd):
                         lease.audio_seconds = item.duration
-                    yield StreamStart(item, engine) if isinstance(item, DecodeInfo) else item
+                    yield StreamStart(item) if isinstance(item, DecodeInfo) else item
 
             async for item in lease.iterate(run):
                 yield item
@@ -97,72 +99,87 @@ class SpeechToText(TranscriptionService):
 
 async def collect(req: SpeechToTextRequest, items: AsyncIterator[StreamItem]) -> Transcript:
     start: StreamStart | None = None
+    end: DecodeEnd | None = None
     segments: list[Segment] = []
-    duration = 0.0
     async for item in items:
         if isinstance(item, StreamStart):
             start = item
         elif isinstance(item, DecodeEnd):
-            duration = item.duration
+            end = item
         else:
             segments.append(item)
-    assert start is not None
-    return build_transcript(req, start, segments, duration)
+    assert start is not None and end is not None
+    return build_transcript(req, start, segments, end)
 
 
-def check_language_support(req: SpeechToTextRequest, engine: WhisperEngine) -> None:
-    if engine.multilingual:
-        return
-    if req.task == "translate":
-        raise APIError(
-            f"Model '{req.model.id}' is English-only and cannot translate. "
-            "Use a multilingual model such as 'whisper-base'.",
-            param="model",
-            code="unsupported_value",
+def check_capabilities(req: SpeechToTextRequest, capabilities: EngineCapabilities) -> None:
+    """What the request asks of the engine that it cannot do (checked once it is loaded)."""
+    model = req.model.id
+    if capabilities.english_only:
+        hint = "Use a multilingual model such as 'whisper-base'."
+        if req.task == "translate":
+            raise InvalidInput(
+                f"Model '{model}' is English-only and cannot translate. {hint}",
+                param="model", code="unsupported_value",
+            )
+        if req.language not in (None, "en"):
+            raise InvalidInput(
+                f"Model '{model}' is English-only and cannot transcribe language "
+                f"'{req.language}'. {hint}",
+                param="language", code="unsupported_value",
+            )
+    if req.task == "translate" and not capabilities.translation:
+        raise InvalidInput(
+            f"Model '{model}' cannot translate.", param="model", code="unsupported_value"
         )
-    if req.language not in (None, "en"):
-        raise APIError(
-            f"Model '{req.model.id}' is English-only and cannot transcribe language "
-            f"'{req.language}'. Use a multilingual model such as 'whisper-base'.",
-            param="language",
-            code="unsupported_value",
+    if req.language is not None and not capabilities.transcribes(req.language):
+        raise InvalidInput(
+            f"Model '{model}' cannot transcribe language '{req.language}'.",
+            param="language", code="unsupported_value",
         )
+    wanted = (
+        ("word timestamps", req.word_timestamps, capabilities.word_timestamps),
+        ("logprobs", req.include_logprobs, capabilities.logprobs),
+        ("a prompt", bool(req.prompt), capabilities.prompt),
+    )
+    for what, asked, offered in wanted:
+        if asked and not offered:
+            raise InvalidInput(
+                f"Model '{model}' does not support {what}.", code="unsupported_value"
+            )
 
 
 def decode_options(req: SpeechToTextRequest, settings: Settings) -> DecodeOptions:
-    # Omitted or 0 means Whisper's fallback ladder; any other value is used as given.
-    temperatures = (req.temperature,) if req.temperature else FALLBACK_TEMPERATURES
-    options = DecodeOptions(
+    # Per-request extensions (validated by the API layer) override the server's defaults.
+    engine_options = {"beam_size": settings.beam_size, **req.extra}
+    no_speech = engine_options.pop("no_speech_threshold", DecodeOptions.no_speech_threshold)
+    return DecodeOptions(
         task=req.task,
         language=req.language,
         prompt=req.prompt,
-        temperatures=temperatures,
+        # Omitted or 0 means the engine's own policy (Whisper's fallback ladder).
+        temperature=req.temperature or None,
         word_timestamps=req.word_timestamps,
         logprobs=req.include_logprobs,
-        beam_size=settings.beam_size,
         chunking=req.vad,
+        no_speech_threshold=no_speech,
+        engine_options=engine_options,
     )
-    # Per-request extensions (validated by the API layer) override the server's defaults.
-    options = replace(options, **req.extra)
-    if options.hallucination_silence_threshold is not None:
-        # faster-whisper measures silences from word times.
-        options = replace(options, word_timestamps=True)
-    return options
 
 
 def build_transcript(
-    req: SpeechToTextRequest, start: StreamStart, segments: list[Segment], duration: float
+    req: SpeechToTextRequest, start: StreamStart, segments: list[Segment], end: DecodeEnd
 ) -> Transcript:
-    transcript = Transcript(
+    return Transcript(
         task=req.task,
         language="en" if req.task == "translate" else start.info.language,
-        duration=duration,
+        duration=end.duration,
         segments=tuple(segments),
         language_probability=start.info.language_probability,
         language_probabilities=start.info.language_probabilities,
-        text_tokens_in=start.engine.count_tokens(req.prompt or ""),
+        text_tokens_in=start.info.prompt_tokens,
+        output_tokens=end.output_tokens,
     )
-    return replace(transcript, output_tokens=start.engine.count_tokens(transcript.text))
 
 
 def tokens_usage(transcript: Transcript) -> dict:

@@ -5,7 +5,7 @@ sentence, and each sentence's bytes are handed to the event loop as soon as they
 the client goes away the consumer stops and the worker stops after the sentence it is on.
 
 A speech request takes a slot in its model's lane (runtime.scheduler) like a transcription:
-a full queue is a 429, the request deadline a 504, and the slot (with the model, which the
+a full queue is `Busy`, the request deadline `TimedOut`, and the slot (with the model, which the
 pool must not unload while it speaks) is held until the last chunk is out.
 """
 
@@ -14,17 +14,18 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
 
 from voxserve.audio.encode import SPEECH_FORMATS, AudioEncoder
 from voxserve.config import Settings
-from voxserve.errors import APIError
+from voxserve.errors import Internal, ServiceError
 from voxserve.runtime.catalog import PublicModel
+from voxserve.runtime.context import RequestContext
 from voxserve.runtime.pool import ModelPool
-from voxserve.runtime.scheduler import Scheduler, SchedulerConfig
+from voxserve.runtime.scheduler import Scheduler
 from voxserve.tts.engine import SpeechEngine
 from voxserve.tts.models import speech_profile
 from voxserve.tts.text import approx_tokens, split_sentences
@@ -71,7 +72,6 @@ class SpeechStream:
     stats: SynthesisStats
     input_tokens: int
     sse: bool = False
-    extra: dict = field(default_factory=dict)
 
     def usage(self) -> dict:
         output = math.ceil(self.stats.seconds * AUDIO_TOKENS_PER_SECOND)
@@ -83,20 +83,17 @@ class SpeechStream:
 
 
 class TextToSpeech:
-    def __init__(
-        self, settings: Settings, pool: ModelPool, scheduler: Scheduler | None = None
-    ) -> None:
+    def __init__(self, settings: Settings, pool: ModelPool, scheduler: Scheduler) -> None:
         self._settings = settings
         self._pool = pool
-        # The server shares one scheduler (queue, slots, deadline); the CLI needs no limits.
-        self._scheduler = scheduler or Scheduler(pool, SchedulerConfig())
+        self._scheduler = scheduler  # the instance's one queue, slots and deadline
 
     async def engine(self, model: PublicModel) -> SpeechEngine:
         """The loaded engine, for a quick look (voices); speaking goes through `open`."""
         try:
             async with self._pool.use(model.spec) as engine:
                 return engine
-        except APIError:
+        except ServiceError:
             raise
         except Exception as exc:
             raise _load_failed(model, exc) from exc
@@ -107,15 +104,15 @@ class TextToSpeech:
         }.get(model.spec.options.get("engine"), {})
         return voice_map(engine.default_voice_map, configured)
 
-    async def open(self, req: SpeechRequest) -> SpeechStream:
+    async def open(self, req: SpeechRequest, ctx: RequestContext | None = None) -> SpeechStream:
         """Take a slot, load the engine and check the voice (errors raise here, before any
         byte is sent), then hand back the stream of encoded audio."""
-        chunks = self._speak(req)
+        chunks = self._speak(req, ctx)
         # The generator is started here, so the slot it holds is released by its `finally`
         # however the stream ends, even if the response never sends a byte.
         try:
             stats = await anext(chunks)
-        except APIError:
+        except ServiceError:
             raise
         except Exception as exc:  # anything else before the first byte: the engine's load
             raise _load_failed(req.model, exc) from exc
@@ -128,9 +125,11 @@ class TextToSpeech:
             sse=req.stream_format == "sse" and speech_profile(req.model).sse,
         )
 
-    async def _speak(self, req: SpeechRequest) -> AsyncIterator[SynthesisStats | bytes]:
+    async def _speak(
+        self, req: SpeechRequest, ctx: RequestContext | None
+    ) -> AsyncIterator[SynthesisStats | bytes]:
         """Yields the request's SynthesisStats once it is admitted and ready, then its bytes."""
-        async with self._scheduler.admit(req.model.spec) as lease:
+        async with self._scheduler.admit(req.model.spec, ctx) as lease:
             engine: SpeechEngine = lease.engine
             voice = resolve_voice(
                 req.voice, speech_profile(req.model).voices, self.voice_map(req.model, engine),
@@ -147,12 +146,9 @@ class TextToSpeech:
             lease.audio_seconds = stats.seconds
 
 
-def _load_failed(model: PublicModel, exc: Exception) -> APIError:
+def _load_failed(model: PublicModel, exc: Exception) -> Internal:
     log.exception("loading speech model %s failed", model.spec.id)
-    return APIError(
-        f"The speech model '{model.id}' could not be loaded: {exc}",
-        status=500, type="server_error",
-    )
+    return Internal(f"The speech model '{model.id}' could not be loaded: {exc}")
 
 
 def render_speech(

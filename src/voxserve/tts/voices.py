@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from voxserve.errors import APIError
+from voxserve.errors import InvalidInput
 
 # In the order OpenAI's own error messages list them.
 OPENAI_VOICES: tuple[str, ...] = (
@@ -32,8 +32,8 @@ def quoted_list(values: tuple[str, ...] | list[str]) -> str:
 
 def unsupported_value(
     param: str, value: object, supported: tuple[str, ...] | list[str]
-) -> APIError:
-    return APIError(
+) -> InvalidInput:
+    return InvalidInput(
         f"Invalid value: '{value}'. Supported values are: {quoted_list(supported)}.",
         param=param,
         code="invalid_value",

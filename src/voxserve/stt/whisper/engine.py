@@ -1,0 +1,178 @@
+"""faster-whisper/CTranslate2 behind the `SpeechToTextEngine` protocol (stt/engine.py).
+Nothing from faster-whisper is visible outside this folder: the engine speaks in domain
+records.
+
+A stretch of audio (a block of a long file, a chunk, a live utterance) is decoded as
+faster-whisper decodes a file: sequential 30 s windows, Whisper's heuristics, the temperature
+fallback; with a chunking strategy the stretch is first cut into speech chunks by Silero VAD.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from voxserve.audio.decode import SAMPLE_RATE
+from voxserve.domain import Segment, TokenLogprob, Word
+from voxserve.stt.engine import DecodeInfo, DecodeOptions, EngineCapabilities, VadSettings
+from voxserve.stt.whisper.batching import BatchingWhisper
+from voxserve.stt.whisper.tokens import token_bytes
+
+log = logging.getLogger("voxserve.stt")
+
+# Whisper's temperature fallback: start greedy, retry hotter when a window looks wrong.
+FALLBACK_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+FRAMES_PER_SECOND = 100  # Whisper's `seek` unit: 10 ms mel frames
+# Up to this many 30 s windows are tried when the first ones are silent or ambiguous.
+LANGUAGE_DETECTION_WINDOWS = 4
+
+
+@dataclass(frozen=True)
+class WhisperOptions:
+    """faster-whisper's own knobs: the server's defaults, overridden per request by the
+    documented extensions (DecodeOptions.engine_options)."""
+
+    beam_size: int = 5
+    vad_filter: bool = False
+    condition_on_previous_text: bool = True
+    hallucination_silence_threshold: float | None = None
+    hotwords: str | None = None
+
+    @classmethod
+    def from_options(cls, options: DecodeOptions) -> WhisperOptions:
+        known = {k: v for k, v in options.engine_options.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+class WhisperEngine:
+    """One loaded Whisper model."""
+
+    def __init__(self, model_id: str, model: Any) -> None:
+        self.model_id = model_id
+        self._model = model
+        multilingual = bool(model.model.is_multilingual)
+        self.capabilities = EngineCapabilities(
+            languages=None if multilingual else frozenset({"en"}),
+            translation=multilingual,
+            language_detection_seconds=LANGUAGE_DETECTION_WINDOWS * 30,
+        )
+
+    def count_tokens(self, text: str) -> int:
+        if not text:
+            return 0
+        return len(self._model.hf_tokenizer.encode(text, add_special_tokens=False).ids)
+
+    def detect_language(self, samples: np.ndarray) -> DecodeInfo:
+        if self.capabilities.english_only:  # CTranslate2 refuses to ask an English model
+            return DecodeInfo("en", 1.0)
+        language, probability, all_probs = self._model.detect_language(
+            audio=samples, language_detection_segments=LANGUAGE_DETECTION_WINDOWS,
+            language_detection_threshold=0.5,
+        )
+        top = tuple((code, float(p)) for code, p in all_probs[:10])
+        return DecodeInfo(language, float(probability), top)
+
+    def transcribe(self, samples: np.ndarray, options: DecodeOptions) -> Iterator[Segment]:
+        with self._batching():
+            yield from self._transcribe(samples, options)
+
+    def _batching(self) -> AbstractContextManager:
+        model = self._model.model
+        return model.decoding() if isinstance(model, BatchingWhisper) else nullcontext()
+
+    def _transcribe(self, samples: np.ndarray, options: DecodeOptions) -> Iterator[Segment]:
+        knobs = WhisperOptions.from_options(options)
+        temperatures = (
+            [options.temperature] if options.temperature else list(FALLBACK_TEMPERATURES)
+        )
+        # faster-whisper measures silences from word times.
+        word_timestamps = options.word_timestamps or (
+            knobs.hallucination_silence_threshold is not None
+        )
+        # With a chunking strategy the stretch is cut at speech pauses by Silero VAD (the
+        # request's threshold, padding and silence) and the chunks decoded in order with
+        # Whisper's context carried between them. faster-whisper's batched pipeline was
+        # tried here and dropped whole utterances on short clips (its known quality issue).
+        vad = options.chunking
+        segments, _ = self._model.transcribe(
+            samples,
+            language=options.language,
+            task=options.task,
+            beam_size=knobs.beam_size,
+            temperature=temperatures,
+            word_timestamps=word_timestamps,
+            initial_prompt=options.prompt or None,
+            no_speech_threshold=options.no_speech_threshold,
+            hotwords=knobs.hotwords,
+            vad_filter=vad is not None or knobs.vad_filter,
+            vad_parameters=_vad_parameters(vad) if vad is not None else None,
+            condition_on_previous_text=knobs.condition_on_previous_text,
+            hallucination_silence_threshold=knobs.hallucination_silence_threshold,
+        )
+        for index, raw in enumerate(segments):
+            segment = _to_domain(index, raw)
+            if options.logprobs:
+                segment = replace(
+                    segment, logprobs=self._token_logprobs(samples, raw, options.language)
+                )
+            yield segment
+
+    def _token_logprobs(self, samples: np.ndarray, raw: Any, language: str | None) -> tuple:
+        """The decoder's probability of each text token of a segment, by forced alignment
+        of the segment's tokens on its 30 s window (CTranslate2's `align`)."""
+        from faster_whisper.audio import pad_or_trim
+        from faster_whisper.tokenizer import Tokenizer
+
+        multilingual = self.capabilities.languages is None
+        tokenizer = Tokenizer(self._model.hf_tokenizer, multilingual, task="transcribe",
+                              language=language or "en")
+        text_tokens = [t for t in raw.tokens if t < tokenizer.eot]
+        if not text_tokens:
+            return ()
+        window_start = int(raw.seek) * (SAMPLE_RATE // FRAMES_PER_SECOND)
+        window = samples[window_start : window_start + 30 * SAMPLE_RATE]
+        features = self._model.feature_extractor(window)
+        encoder_output = self._model.encode(pad_or_trim(features))
+        result = self._model.model.align(
+            encoder_output, tokenizer.sot_sequence, [text_tokens], features.shape[-1]
+        )[0]
+        out = []
+        for token, probability in zip(text_tokens, result.text_token_probs, strict=False):
+            raw_bytes = token_bytes(self._model.hf_tokenizer, token)
+            out.append(TokenLogprob(raw_bytes.decode("utf-8", errors="replace"),
+                                    math.log(max(float(probability), 1e-12)), tuple(raw_bytes)))
+        return tuple(out)
+
+
+def _vad_parameters(vad: VadSettings) -> dict:
+    return {
+        "threshold": vad.threshold,
+        "speech_pad_ms": vad.prefix_padding_ms,
+        "min_silence_duration_ms": vad.silence_duration_ms,
+    }
+
+
+def _to_domain(index: int, seg: Any) -> Segment:
+    words = tuple(
+        Word(w.word, float(w.start), float(w.end), float(w.probability))
+        for w in seg.words or ()
+    )
+    return Segment(
+        id=index,
+        seek=int(seg.seek),
+        start=float(seg.start),
+        end=float(seg.end),
+        text=seg.text,
+        tokens=tuple(int(t) for t in seg.tokens),
+        temperature=float(seg.temperature or 0.0),
+        avg_logprob=float(seg.avg_logprob),
+        compression_ratio=float(seg.compression_ratio),
+        no_speech_prob=float(seg.no_speech_prob),
+        words=words,
+    )

@@ -1,0 +1,167 @@
+"""The contract every speech-to-text engine keeps (stt/engine.py), run against Whisper and
+against a minimal second engine that exists only here. The second engine knows nothing of
+Whisper (it "hears" loud stretches and names them), so the pipeline and the service passing
+with it show they assume nothing beyond the protocol."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+from conftest import MODEL_CACHE, audio_path
+from voxserve.audio.blocks import AudioBlock
+from voxserve.audio.decode import SAMPLE_RATE, decode_audio
+from voxserve.config import Settings
+from voxserve.domain import Segment
+from voxserve.errors import InvalidInput
+from voxserve.runtime.catalog import Catalog, ModelSpec, PublicModel
+from voxserve.runtime.pool import ModelPool
+from voxserve.runtime.scheduler import Scheduler, SchedulerConfig
+from voxserve.stt.engine import (
+    DecodeEnd,
+    DecodeInfo,
+    DecodeOptions,
+    EngineCapabilities,
+    SpeechToTextEngine,
+)
+from voxserve.stt.pipeline import decode_blocks
+from voxserve.stt.request import SpeechToTextRequest
+from voxserve.stt.service import SpeechToText, StreamStart
+
+FRAME = SAMPLE_RATE // 10  # 100 ms
+
+
+class LoudnessEngine:
+    """A stand-in engine: one segment per loud stretch, named by its number."""
+
+    model_id = "loudness"
+    capabilities = EngineCapabilities(
+        languages=frozenset({"en", "fr"}), translation=False, word_timestamps=False,
+        logprobs=False, prompt=False, language_detection_seconds=10, window_seconds=10,
+    )
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())
+
+    def detect_language(self, samples: np.ndarray) -> DecodeInfo:
+        return DecodeInfo("fr", 0.9, (("fr", 0.9), ("en", 0.1)))
+
+    def transcribe(self, samples: np.ndarray, options: DecodeOptions) -> Iterator[Segment]:
+        frames = samples[: samples.size // FRAME * FRAME].reshape(-1, FRAME)
+        loud = np.sqrt((frames**2).mean(axis=1)) > 0.01
+        index, start = 0, None
+        for i, is_loud in enumerate([*loud, False]):
+            if is_loud and start is None:
+                start = i
+            elif not is_loud and start is not None:
+                yield Segment(id=index, seek=start * 10, start=start / 10, end=i / 10,
+                              text=f" stretch {index + 1}.")
+                index, start = index + 1, None
+
+
+@pytest.fixture(scope="module")
+def whisper_engine():
+    from voxserve.stt.whisper.loader import load_whisper
+
+    settings = Settings(cache_dir=MODEL_CACHE, cpu_threads=2, hf_offline=True)
+    return load_whisper(Catalog(settings).spec("whisper-tiny.en"), settings)
+
+
+@pytest.fixture(params=["whisper", "loudness"])
+def engine(request, whisper_engine) -> SpeechToTextEngine:
+    return whisper_engine if request.param == "whisper" else LoudnessEngine()
+
+
+@pytest.fixture(scope="module")
+def speech() -> np.ndarray:
+    return decode_audio(audio_path("audio_hello_world.mp3").read_bytes())
+
+
+def test_it_is_an_engine(engine):
+    assert isinstance(engine, SpeechToTextEngine)
+    assert isinstance(engine.capabilities, EngineCapabilities)
+
+
+def test_segments_are_ordered_and_within_the_audio(engine, speech):
+    segments = list(engine.transcribe(speech, DecodeOptions(language="en")))
+    duration = speech.size / SAMPLE_RATE
+    assert segments and all(s.text.strip() for s in segments)
+    assert all(0 <= s.start <= s.end <= duration + 0.5 for s in segments)
+    assert [s.start for s in segments] == sorted(s.start for s in segments)
+
+
+def test_tokens_are_counted(engine):
+    assert engine.count_tokens("") == 0
+    assert engine.count_tokens("hello there, world") > 0
+
+
+def test_the_detected_language_is_one_it_transcribes(engine, speech):
+    info = engine.detect_language(speech)
+    assert engine.capabilities.transcribes(info.language)
+    assert 0 <= info.language_probability <= 1
+
+
+def test_the_pipeline_makes_times_absolute_across_blocks(engine, speech):
+    pause = np.zeros(SAMPLE_RATE, dtype=np.float32)
+    first = np.concatenate([speech, pause])
+    blocks = [AudioBlock(0, first, last=False), AudioBlock(first.size, speech, last=True)]
+    items = list(decode_blocks(engine, blocks, DecodeOptions()))
+    assert isinstance(items[0], DecodeInfo) and isinstance(items[-1], DecodeEnd)
+    segments = [i for i in items if isinstance(i, Segment)]
+    assert [s.id for s in segments] == list(range(len(segments)))
+    later = [s for s in segments if s.start >= first.size / SAMPLE_RATE - 0.2]
+    assert later, "the second block's segments must be placed after the first block"
+    assert all(s.seek >= round(first.size / SAMPLE_RATE * 100) - 20 for s in later)
+    assert items[-1].duration == pytest.approx((first.size + speech.size) / SAMPLE_RATE)
+    text = "".join(s.text for s in segments).strip()
+    assert items[-1].output_tokens == engine.count_tokens(text)
+
+
+def service_for(engine: SpeechToTextEngine) -> tuple[SpeechToText, PublicModel, ModelPool]:
+    spec = ModelSpec(engine.model_id, "stt", "dir:/unused", engine="test")
+    pool = ModelPool({"stt": lambda _spec: engine})
+    scheduler = Scheduler(pool, SchedulerConfig(slots=1))
+    public = PublicModel(spec.id, spec, "native", spec.created, spec.owned_by)
+    return SpeechToText(Settings(), scheduler), public, pool
+
+
+def test_the_service_runs_on_any_engine(engine):
+    service, model, pool = service_for(engine)
+    audio = audio_path("audio_hello_world.mp3").read_bytes()
+    req = SpeechToTextRequest(task="transcribe", model=model, audio=audio,
+                              response_format="verbose_json")
+
+    async def run():
+        items = [item async for item in service.decode(req)]
+        return items, await service.transcribe(req)
+
+    try:
+        items, transcript = asyncio.run(run())
+    finally:
+        pool.close()
+    assert isinstance(items[0], StreamStart) and isinstance(items[-1], DecodeEnd)
+    assert transcript.text and transcript.duration == pytest.approx(items[-1].duration)
+    assert transcript.output_tokens == engine.count_tokens(transcript.text)
+
+
+def test_requests_beyond_an_engines_capabilities_are_refused():
+    service, model, pool = service_for(LoudnessEngine())
+    audio = audio_path("audio_hello_world.mp3").read_bytes()
+    refusals = {
+        "translate": dict(task="translate"),
+        "language": dict(task="transcribe", language="de"),
+        "word timestamps": dict(task="transcribe", response_format="verbose_json",
+                                timestamp_granularities=frozenset({"word"})),
+        "a prompt": dict(task="transcribe", prompt="Hello"),
+    }
+    try:
+        for what, fields in refusals.items():
+            req = SpeechToTextRequest(model=model, audio=audio, **fields)
+            with pytest.raises(InvalidInput) as caught:
+                asyncio.run(service.transcribe(req))
+            assert caught.value.code == "unsupported_value", what
+    finally:
+        pool.close()
