@@ -1,7 +1,7 @@
-"""Chunk-parallel decoding, the engine-neutral part: a block of audio is cut into speech chunks
-(Silero VAD regions spliced together up to the model's window, cut only at pauses), the chunks
-are decoded side by side by N workers, and the segments come back in file order with absolute
-times, `seek` and ids.
+"""Speech chunks, the engine-neutral part of chunked decoding (stt/pipeline.py): a block of
+audio is cut into speech chunks (VAD regions spliced together up to the engine's window, cut
+only at pauses), the chunks are decoded side by side by N workers, and the segments come back
+in file order with absolute times, `seek` and ids.
 
 Why splice instead of decoding the file as Whisper does (sequential 30 s windows): the windows
 re-read audio after every seek, decode silence, and each one waits for the previous one's text.
@@ -13,19 +13,25 @@ times inside a chunk are mapped back to the file through the chunk's pieces.
 from __future__ import annotations
 
 import bisect
+import math
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from typing import TypeVar
 
 import numpy as np
 
 from voxserve.audio.decode import SAMPLE_RATE
+from voxserve.audio.vad import speech_regions as vad_regions
 from voxserve.domain import Segment, Word
 
 FRAMES_PER_SECOND = 100  # Whisper's `seek` unit: 10 ms mel frames
 WINDOW_SECONDS = 30.0  # Whisper's receptive field
 ENERGY_FRAME = SAMPLE_RATE // 50  # 20 ms: a frame for finding the quietest cut point
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -68,12 +74,16 @@ class Chunk:
         return (piece.start + min(local, length)) / SAMPLE_RATE
 
 
-def speech_regions(samples: np.ndarray, vad_options: object | None = None) -> list[tuple[int, int]]:
-    """Silero VAD's speech regions (sample offsets, padded) of a block."""
-    from faster_whisper.vad import VadOptions, get_speech_timestamps
-
-    options = vad_options or VadOptions(min_silence_duration_ms=300, speech_pad_ms=200)
-    return [(r["start"], r["end"]) for r in get_speech_timestamps(samples, options)]
+def speech_regions(
+    samples: np.ndarray,
+    threshold: float = 0.5,
+    silence_ms: int = 300,
+    pad_ms: int = 200,
+) -> list[tuple[int, int]]:
+    """Speech regions (sample offsets, padded) of a block, as chunk material. The defaults
+    (300 ms of silence ends a region, 200 ms of padding) keep a short pause at every join;
+    `chunking_strategy` requests pass their own."""
+    return vad_regions(samples, threshold=threshold, min_silence_ms=silence_ms, pad_ms=pad_ms)
 
 
 def split_long(samples: np.ndarray, start: int, end: int, limit: int) -> list[tuple[int, int]]:
@@ -92,9 +102,15 @@ def split_long(samples: np.ndarray, start: int, end: int, limit: int) -> list[tu
 
 
 def pack_chunks(samples: np.ndarray, regions: Iterable[tuple[int, int]],
-                max_seconds: float = WINDOW_SECONDS) -> list[Chunk]:
+                max_seconds: float = WINDOW_SECONDS,
+                first_seconds: float | None = None) -> list[Chunk]:
     """Consecutive speech regions spliced into chunks of at most `max_seconds`; a chunk ends
-    only between regions (at a pause), except inside a region longer than the window."""
+    only between regions (at a pause), except inside a region longer than the window.
+
+    Chunks are balanced: each closes once it holds its share of the speech still to pack
+    (the remaining speech over the fewest windows that hold it), so side-by-side workers do
+    not wait on one long last chunk. The first chunk closes after `first_seconds` when given,
+    so a stream's first words come from a short decode."""
     limit = int(max_seconds * SAMPLE_RATE)
     merged: list[tuple[int, int]] = []
     for start, end in regions:
@@ -102,24 +118,34 @@ def pack_chunks(samples: np.ndarray, regions: Iterable[tuple[int, int]],
             merged[-1] = (merged[-1][0], max(merged[-1][1], end))
         else:
             merged.append((start, end))
+    spans = [span for start, end in merged for span in split_long(samples, start, end, limit)]
+    left = sum(end - start for start, end in spans)
+
+    def share() -> float:
+        return left / math.ceil(left / limit) if left else limit
+
+    target = first_seconds * SAMPLE_RATE if first_seconds else share()
     chunks: list[Chunk] = []
     pieces: list[Piece] = []
     filled = 0
-    for region_start, region_end in merged:
-        for start, end in split_long(samples, region_start, region_end, limit):
-            if pieces and filled + end - start > limit:
-                chunks.append(Chunk(tuple(pieces)))
-                pieces, filled = [], 0
-            pieces.append(Piece(start, end, filled))
-            filled += end - start
+    for start, end in spans:
+        if pieces and filled + end - start > limit:
+            chunks.append(Chunk(tuple(pieces)))
+            pieces, filled, target = [], 0, share()
+        pieces.append(Piece(start, end, filled))
+        filled += end - start
+        left -= end - start
+        if filled >= target:
+            chunks.append(Chunk(tuple(pieces)))
+            pieces, filled, target = [], 0, share()
     if pieces:
         chunks.append(Chunk(tuple(pieces)))
     return chunks
 
 
-def to_block_times(segment: Segment, chunk: Chunk, offset: float, index: int) -> Segment:
-    """A segment decoded on a chunk, with times, `seek` and id as in the whole file (`offset`:
-    the block's start in the file, s)."""
+def to_file_times(segment: Segment, chunk: Chunk, offset: float) -> Segment:
+    """A segment decoded on a chunk, with times and `seek` as in the whole file (`offset`: the
+    block's start in the file, s); `seek` is the chunk's first sample."""
 
     def start_of(t: float) -> float:
         return chunk.to_block_seconds(t, prefer_next=True) + offset
@@ -133,44 +159,39 @@ def to_block_times(segment: Segment, chunk: Chunk, offset: float, index: int) ->
         words.append(replace(w, start=start, end=max(start, end_of(w.end))))
     start = start_of(segment.start)
     return replace(
-        segment, id=index, start=start, end=max(start, end_of(segment.end)),
+        segment, start=start, end=max(start, end_of(segment.end)),
         seek=round((chunk.start / SAMPLE_RATE + offset) * FRAMES_PER_SECOND),
         words=tuple[Word, ...](words),
     )
 
 
-def decode_chunks(
-    block: np.ndarray,
-    chunks: list[Chunk],
-    decode_chunk: Callable[[np.ndarray], list[Segment]],
-    workers: int,
-    *,
-    offset: float = 0.0,
-    first_id: int = 0,
-) -> Iterator[Segment]:
-    """The chunks decoded by `workers` threads calling `decode_chunk(samples)` (segments in
-    chunk time), yielded in file order with absolute times and ids from `first_id`.
+def map_in_order(
+    function: Callable[[T], R], items: Iterable[T], workers: int
+) -> Iterator[tuple[T, R]]:
+    """(item, function(item)) for each item, computed by `workers` threads and yielded in the
+    items' order, each as soon as it and all before it are done.
 
-    At most 2 × workers chunks are in flight, so a long block's chunk audio is not all copied
-    at once and the first segments come as soon as the first chunk is done. Closing the
-    iterator cancels what has not started."""
-    pending: deque[tuple[Chunk, Future[list[Segment]]]] = deque()
-    todo = iter(chunks)
-    next_id = first_id
-    with ThreadPoolExecutor(max(1, workers), thread_name_prefix="chunk") as pool:
+    Items are drawn lazily and at most 2 × workers are in flight, so a long file's chunk audio
+    is not all copied at once. Closing the iterator cancels what has not started (what is
+    running finishes first: an engine call cannot be interrupted)."""
+    workers = max(1, workers)
+    pending: deque[tuple[T, Future[R]]] = deque()
+    todo = iter(items)
+    with ThreadPoolExecutor(workers, thread_name_prefix="chunk") as pool:
         try:
             while True:
-                while len(pending) < 2 * max(1, workers):
-                    chunk = next(todo, None)
-                    if chunk is None:
+                while len(pending) < 2 * workers:
+                    item = next(todo, _DONE)
+                    if item is _DONE:
                         break
-                    pending.append((chunk, pool.submit(decode_chunk, chunk.samples(block))))
+                    pending.append((item, pool.submit(function, item)))
                 if not pending:
                     return
-                chunk, future = pending.popleft()
-                for segment in future.result():
-                    yield to_block_times(segment, chunk, offset, next_id)
-                    next_id += 1
+                item, future = pending.popleft()
+                yield item, future.result()
         finally:
             for _, future in pending:
                 future.cancel()
+
+
+_DONE: object = object()

@@ -90,4 +90,6 @@ def load_whisper(
             shared_replicas=layout.workers,
             on_batch=metrics.batch_size.labels(spec.id).observe if metrics else None,
         )
-    return WhisperEngine(spec.id, model)
+    # Speech chunks of one file side by side: one per shared replica on a CPU (a lone chunk
+    # still gets the solo engine's every core), and on CUDA enough to fill the merged calls.
+    return WhisperEngine(spec.id, model, parallel_chunks=layout.workers * layout.max_batch)
