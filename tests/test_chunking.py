@@ -4,11 +4,13 @@ workers, and given back in file order with absolute times (stt/chunking.py, stt/
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 
 import jiwer
 import numpy as np
 import pytest
 from conftest import audio_path, reference_texts
+from joined_audio import english_clips, join_clips
 
 from voxserve.audio.blocks import AudioBlock
 from voxserve.audio.decode import SAMPLE_RATE, decode_audio
@@ -22,7 +24,7 @@ from voxserve.stt.chunking import (
     split_long,
     to_file_times,
 )
-from voxserve.stt.engine import DecodeOptions
+from voxserve.stt.engine import DecodeInfo, DecodeOptions, EngineCapabilities
 from voxserve.stt.pipeline import FIRST_CHUNK_SECONDS, decode_blocks
 
 SR = SAMPLE_RATE
@@ -182,3 +184,44 @@ def test_a_sentence_across_a_cut_comes_out_once(tiny_engine) -> None:
     assert all(a.start <= b.start for a, b in zip(words, words[1:], strict=False))
     assert [s.id for s in segments] == list(range(len(segments)))
     assert [s.seek for s in segments] == sorted(s.seek for s in segments)
+
+
+class FirstSentenceOnly:
+    """A stand-in engine that, like Whisper now and then, ends its text after the first
+    half second of whatever it is given."""
+
+    model_id = "first-sentence"
+    capabilities = EngineCapabilities(languages=frozenset({"en"}), parallel_chunks=2)
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())
+
+    def detect_language(self, samples: np.ndarray) -> DecodeInfo:
+        return DecodeInfo("en", 1.0)
+
+    def transcribe(self, samples: np.ndarray, options: DecodeOptions) -> Iterator[Segment]:
+        self.calls += 1
+        yield Segment(0, 0, 0.0, 0.5, f" call{self.calls}.")
+
+
+def test_speech_the_engine_did_not_reach_is_decoded_again() -> None:
+    joined = join_clips(english_clips()[:6])  # about 40 s, one clip per VAD region
+    samples = decode_audio(joined.wav)
+    engine = FirstSentenceOnly()
+    items = list(decode_blocks(engine, [AudioBlock(0, samples, last=True)], DecodeOptions()))
+    starts = [i.start for i in items if isinstance(i, Segment)]
+    for name, placed in joined.placements:  # each clip's first words are decoded
+        assert sum(placed - 0.5 <= s <= placed + 1.0 for s in starts) == 1, (name, starts)
+    assert starts == sorted(starts)
+
+
+def test_rest_after_rebases_the_pieces_not_reached() -> None:
+    chunk = Chunk((Piece(10 * SR, 12 * SR, 0), Piece(20 * SR, 23 * SR, 2 * SR),
+                   Piece(30 * SR, 31 * SR, 5 * SR)))
+    rest = chunk.rest_after(2.4)
+    assert rest is not None and rest.pieces == (Piece(30 * SR, 31 * SR, 0),)
+    assert chunk.rest_after(1.0).pieces[0] == Piece(20 * SR, 23 * SR, 0)
+    assert chunk.rest_after(5.5) is None

@@ -59,6 +59,16 @@ class Chunk:
     def samples(self, block: np.ndarray) -> np.ndarray:
         return np.concatenate([block[p.start : p.end] for p in self.pieces])
 
+    def rest_after(self, t: float) -> Chunk | None:
+        """The pieces that begin after `t` (s, chunk time), as a chunk whose samples are the
+        tail of this chunk's from the first of them (`at` rebased to it); None if none."""
+        sample = t * SAMPLE_RATE
+        rest = [p for p in self.pieces if p.at > sample]
+        if not rest:
+            return None
+        base = rest[0].at
+        return Chunk(tuple(replace(p, at=p.at - base) for p in rest))
+
     def to_block_seconds(self, t: float, *, prefer_next: bool) -> float:
         """A time inside the chunk (s) as a time in the block (s). A time past a piece's end
         (Whisper's end times overshoot a little) stays at that piece's end, or, for a start

@@ -46,6 +46,8 @@ FRAMES_PER_SECOND = 100  # `seek` unit: 10 ms frames, as Whisper counts them
 # The first speech chunk of a file closes after this much speech: a stream's first words wait
 # for a short decode, not a full window.
 FIRST_CHUNK_SECONDS = 8.0
+# A chunk's speech that the engine's text did not reach is decoded again at most this often.
+MAX_RESUMES = 3
 
 DecodeItem = DecodeInfo | Segment | DecodeEnd
 
@@ -144,8 +146,20 @@ def decode_chunked(
                                 job_options)
 
     def decode(job: _ChunkJob) -> list[Segment]:
-        return [to_file_times(segment, job.chunk, job.offset)
-                for segment in decode_stretch(engine, job.samples, job.options, 0)]
+        chunk, samples, options = job.chunk, job.samples, job.options
+        out: list[Segment] = []
+        for _ in range(MAX_RESUMES + 1):
+            segments = list(decode_stretch(engine, samples, options, 0))
+            out += [to_file_times(segment, chunk, job.offset) for segment in segments]
+            # Whisper sometimes ends its window after the first sentence (a final timestamp
+            # at the window's end: 20 s of Dickens lost in one chunk); the pieces its text
+            # never reached are decoded again on their own, so no speech is lost.
+            rest = chunk.rest_after(segments[-1].end if segments else 0.0)
+            if rest is None:
+                break
+            samples = samples[samples.size - rest.size :]
+            chunk, options = rest, replace(options, prompt=None)
+        return out
 
     for _, segments in map_in_order(decode, jobs(), capabilities.parallel_chunks):
         yield from segments
