@@ -48,6 +48,7 @@ FRAMES_PER_SECOND = 100  # `seek` unit: 10 ms frames, as Whisper counts them
 FIRST_CHUNK_SECONDS = 8.0
 # A chunk's speech that the engine's text did not reach is decoded again at most this often.
 MAX_RESUMES = 3
+RESUME_MIN_SECONDS = 3.0  # and a third of the chunk: less is an end time that ran short
 
 DecodeItem = DecodeInfo | Segment | DecodeEnd
 
@@ -155,7 +156,9 @@ def decode_chunked(
             # at the window's end: 20 s of Dickens lost in one chunk); the pieces its text
             # never reached are decoded again on their own, so no speech is lost.
             rest = chunk.rest_after(segments[-1].end if segments else 0.0)
-            if rest is None:
+            # Only a large miss: Whisper's end times run a little short (more so when
+            # translating, whose text is shorter), and a piece decoded twice doubles its text.
+            if rest is None or rest.size < max(RESUME_MIN_SECONDS * SAMPLE_RATE, chunk.size / 3):
                 break
             samples = samples[samples.size - rest.size :]
             chunk, options = rest, replace(options, prompt=None)
