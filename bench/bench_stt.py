@@ -424,7 +424,7 @@ def table_main(args, model_dir: str) -> None:
                     p95_vs_alone=round(mixed["p95_s"] / alone["p95_s"], 2),
                     long_wall_s=round(long_wall, 1))
             if "stream" in only:
-                streamed = run_streaming(server, "whisper-1", long_en.wav)
+                streamed = run_streaming(server, args.model, long_en.wav)
                 rows.append({"workload": "long en streamed", "engine": "voxserve",
                              "audio_s": round(long_en.seconds, 1), **streamed})
                 print(f"  long en streamed: {streamed}", flush=True)
@@ -449,7 +449,7 @@ def rss60(args, model_dir: str, english: list[Clip], with_bare: bool) -> dict:
     server = Server(args.model, args.threads)
     try:
         http_text(server.url, english[0], "en", "transcribe")
-        streamed = run_streaming(server, "whisper-1", data)
+        streamed = run_streaming(server, args.model, data)
         out = {"audio_s": round(long.seconds, 1), **streamed,
                "peak_rss_mb": round(server.peak_rss_mb())}
     finally:
