@@ -1,17 +1,21 @@
-"""Speech-to-text benchmark: voxserve over HTTP versus bare faster-whisper.
+"""Speech-to-text benchmark: voxserve over HTTP versus bare faster-whisper, in one run.
 
-    python bench/bench_stt.py [--model whisper-base] [--concurrency 1 4 16] [--long-minutes 5]
-    python bench/bench_stt.py --streaming 10 60      # long-input entry: streamed files
-    python bench/bench_stt.py --soak 1000            # RSS after 100 and after 1000 requests
+    python bench/bench_stt.py                         # every workload (long: ~15 min on 2 cores)
+    python bench/bench_stt.py --only long short       # a subset; see --only, --engines
+    python bench/bench_stt.py --streaming 10 60       # older entry: streamed files only
+    python bench/bench_stt.py --soak 1000             # RSS after 100 and after 1000 requests
 
-Workloads: the short English clips of tests/fixtures/audio (one request each), and one long
-file made by joining them with silences. The references run in-process on bare
-faster-whisper with the same decoding options: its sequential `WhisperModel.transcribe` and
-its `BatchedInferencePipeline` (one clip after another, batch size 16). The server runs as a subprocess on a loopback port;
-its peak RSS is read from /proc. With --streaming, each long file is sent with stream=true to
-a fresh server (first-delta latency, real-time factor, peak RSS) and given to bare
-faster-whisper in a process of its own (time, peak RSS). Prints a table and, last, one JSON
-line.
+Workloads (--only): `long` the 16 English clips of ../shared/audio/en joined with 1 s silences
+(144 s, WER against transcripts.tsv); `other` acted Czech (or Dutch) lines of Debian's
+fillets-ng-data-cs/-nl joined to --other-minutes (WER against the game's own text); `short` the
+16 English clips one at a time; `clients` them twice over from 1 and from --clients clients;
+`mixed` 8 short-clip clients with and without a long file decoding at the same time (p95);
+`stream` first delta of the streamed long English file; `rss60` peak RSS of a fresh server
+streaming a 60-minute file; `translate` --translate-clips acted lines translated to English one
+at a time (chrF against the game's English subtitles). The Debian packages are fetched with
+`apt-get download` into a temporary directory, never stored. References in the same run,
+in-process on one WhisperModel (--engines): `bare` sequential `transcribe` and `batched`
+`BatchedInferencePipeline` (VAD, batch 8), both beam 5. Prints a table and, last, one JSON line.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 import wave
 from concurrent.futures import ThreadPoolExecutor
@@ -38,6 +43,9 @@ from voxserve.audio.decode import SAMPLE_RATE, decode_audio  # noqa: E402
 from voxserve.config import Settings  # noqa: E402
 from voxserve.runtime.catalog import Catalog  # noqa: E402
 from voxserve.stt.whisper.loader import resolve_whisper_source  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "bench"))
+from stt_data import Clip, english_clips, fillets_clips, join, spread  # noqa: E402
 
 
 def short_clips() -> list[tuple[str, bytes, float]]:
@@ -129,36 +137,6 @@ def run_http(url: str, jobs: list[tuple[str, bytes, float]], concurrency: int) -
             errors += status != 200
     wall = time.perf_counter() - started
     return summarize(jobs, latencies, wall, errors)
-
-
-def run_bare(model_dir: str, jobs: list[tuple[str, bytes, float]], threads: int) -> dict:
-    from faster_whisper import WhisperModel
-
-    model = WhisperModel(model_dir, device="cpu", compute_type="int8", cpu_threads=threads)
-    latencies = []
-    started = time.perf_counter()
-    for _, data, _ in jobs:
-        t0 = time.perf_counter()
-        segments, _ = model.transcribe(decode_audio(data), language="en", beam_size=5)
-        list(segments)
-        latencies.append(time.perf_counter() - t0)
-    return summarize(jobs, latencies, time.perf_counter() - started, 0)
-
-
-def run_bare_batched(model_dir: str, jobs: list[tuple[str, bytes, float]], threads: int) -> dict:
-    from faster_whisper import BatchedInferencePipeline, WhisperModel
-
-    model = WhisperModel(model_dir, device="cpu", compute_type="int8", cpu_threads=threads)
-    pipeline = BatchedInferencePipeline(model)
-    latencies = []
-    started = time.perf_counter()
-    for _, data, _ in jobs:
-        t0 = time.perf_counter()
-        segments, _ = pipeline.transcribe(decode_audio(data), language="en", beam_size=5,
-                                          batch_size=16)
-        list(segments)
-        latencies.append(time.perf_counter() - t0)
-    return summarize(jobs, latencies, time.perf_counter() - started, 0)
 
 
 def proc_status_mb(pid: int, field: str) -> float:
@@ -294,12 +272,229 @@ def streaming_main(args, model_dir: str) -> None:
     print(json.dumps({"model": args.model, "threads": args.threads, "streaming": rows}))
 
 
+class BareEngines:
+    """In-process references on one shared WhisperModel: its sequential `transcribe` and its
+    `BatchedInferencePipeline` (VAD on, batch 8), both beam 5 with Whisper's fallback."""
+
+    def __init__(self, model_dir: str, threads: int) -> None:
+        from faster_whisper import BatchedInferencePipeline, WhisperModel
+
+        self.model = WhisperModel(model_dir, device="cpu", compute_type="int8",
+                                  cpu_threads=threads)
+        self.pipeline = BatchedInferencePipeline(self.model)
+
+    def bare(self, clip: Clip, language: str | None, task: str) -> str:
+        segments, _ = self.model.transcribe(clip.samples, language=language, task=task,
+                                            beam_size=5)
+        return " ".join(s.text.strip() for s in segments)
+
+    def batched(self, clip: Clip, language: str | None, task: str) -> str:
+        segments, _ = self.pipeline.transcribe(clip.samples, language=language, task=task,
+                                               beam_size=5, batch_size=8, vad_filter=True)
+        return " ".join(s.text.strip() for s in segments)
+
+
+def http_text(url: str, clip: Clip, language: str | None, task: str) -> str:
+    path = "transcriptions" if task == "transcribe" else "translations"
+    fields = {"model": "whisper-1"}
+    if language and task == "transcribe":
+        fields["language"] = language
+    response = httpx.post(f"{url}/v1/audio/{path}", files={"file": ("a.wav", clip.wav)},
+                          data=fields, timeout=7200)
+    response.raise_for_status()
+    return response.json()["text"]
+
+
+def timed(fn, clips: list[Clip], clients: int = 1) -> tuple[list[str], dict]:
+    """Every clip through `fn(clip) -> text` from `clients` threads; texts in clip order."""
+    latencies: list[float] = []
+
+    def one(clip: Clip) -> str:
+        t0 = time.perf_counter()
+        text = fn(clip)
+        latencies.append(time.perf_counter() - t0)
+        return text
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        texts = list(pool.map(one, clips))
+    wall = time.perf_counter() - started
+    audio = sum(c.seconds for c in clips)
+    return texts, {"requests": len(clips), "audio_s": round(audio, 1), "wall_s": round(wall, 2),
+                   "throughput": round(audio / wall, 2),
+                   "p50_s": round(percentile(latencies, 50), 3),
+                   "p95_s": round(percentile(latencies, 95), 3)}
+
+
+def wer(clips: list[Clip], texts: list[str], language: str) -> float:
+    import jiwer
+    from whisper_normalizer.basic import BasicTextNormalizer
+    from whisper_normalizer.english import EnglishTextNormalizer
+
+    normalize = EnglishTextNormalizer() if language == "en" else BasicTextNormalizer()
+    return round(jiwer.wer([normalize(c.reference) for c in clips],
+                           [normalize(t) or "-" for t in texts]), 4)
+
+
+def chrf(clips: list[Clip], texts: list[str]) -> float:
+    import sacrebleu
+
+    return round(sacrebleu.corpus_chrf(texts, [[c.translation for c in clips]]).score, 2)
+
+
+def table_main(args, model_dir: str) -> None:
+    only, engines = set(args.only), args.engines
+    rows: list[dict] = []
+    english = english_clips()
+    long_en = join(english, "long-en")
+    other: list[Clip] = []
+    if only & {"other", "translate"}:
+        other = fillets_clips(args.other_lang, args.fillets_cache)
+    bare = BareEngines(model_dir, args.threads) if {"bare", "batched"} & set(engines) else None
+
+    def row(workload: str, engine: str, stats: dict, texts: list[str] | None = None,
+            **extra) -> None:
+        if args.texts and texts is not None:
+            with args.texts.open("a") as out:
+                out.write(json.dumps({"workload": workload, "engine": engine,
+                                      "texts": texts}) + "\n")
+        rows.append({"workload": workload, "engine": engine, **stats, **extra})
+        r = rows[-1]
+        print(f"  {workload:<24}{engine:<10}{r['audio_s']:>8}{r['wall_s']:>8}"
+              f"{r['throughput']:>7}{r['p95_s']:>8}  {extra}", flush=True)
+
+    def references(workload: str, clips: list[Clip], language: str | None, task: str,
+                   score) -> None:
+        for name in ("bare", "batched"):
+            if name in engines and bare is not None:
+                fn = getattr(bare, name)
+                texts, stats = timed(lambda c, fn=fn: fn(c, language, task), clips)
+                row(workload, name, stats, texts, **score(texts))
+
+    en_wer = lambda clips: lambda texts: {"wer": wer(clips, texts, "en")}  # noqa: E731
+    workloads = []
+    if "long" in only:
+        workloads.append(("long en 1 request", [long_en], "en", "transcribe", en_wer([long_en])))
+    if "other" in only:
+        long_other = join(other, f"long-{args.other_lang}", gap_seconds=0.5,
+                          min_seconds=args.other_minutes * 60)
+        workloads.append((f"long {args.other_lang} 1 request", [long_other], args.other_lang,
+                          "transcribe",
+                          lambda t, c=long_other: {"wer": wer([c], t, args.other_lang)}))
+    if "short" in only:
+        workloads.append(("short en 1 client", english, "en", "transcribe", en_wer(english)))
+    if "translate" in only:
+        picked = spread(other, args.translate_clips)
+        workloads.append((f"{args.other_lang} clips translate", picked, None, "translate",
+                          lambda t, c=picked: {"chrf": chrf(c, t)}))
+    for workload, clips, language, task, score in workloads:
+        references(workload, clips, language, task, score)
+    print(f"{'':2}{'workload':<24}{'engine':<10}{'audio s':>8}{'wall s':>8}{'x RT':>7}"
+          f"{'p95 s':>8}")
+
+    peak = float("nan")
+    if "voxserve" in engines and only - {"rss60"}:
+        server = Server(args.model, args.threads)
+        try:
+            http_text(server.url, english[0], "en", "transcribe")  # load before timing
+            for workload, clips, language, task, score in workloads:
+                texts, stats = timed(lambda c, la=language, ta=task: http_text(
+                    server.url, c, la, ta), clips)
+                row(workload, "voxserve", stats, texts, **score(texts))
+            short = lambda c: http_text(server.url, c, "en", "transcribe")  # noqa: E731
+            if "clients" in only:
+                jobs = english * 2
+                for clients in (1, args.clients):
+                    texts, stats = timed(short, jobs, clients)
+                    row(f"short en {clients} clients", "voxserve", stats,
+                        wer=wer(jobs, texts, "en"))
+            if "mixed" in only:
+                jobs = english * 2
+                _, alone = timed(short, jobs, 8)
+                row("short en 8 clients", "voxserve", alone)
+                long_twice = join(english, "long-en-x2", min_seconds=2 * long_en.seconds)
+                with ThreadPoolExecutor(1) as pool:
+                    started = time.perf_counter()
+                    future = pool.submit(http_text, server.url, long_twice, "en", "transcribe")
+                    time.sleep(1.0)  # the long file is being decoded when the clips arrive
+                    _, mixed = timed(short, jobs, 8)
+                    future.result()
+                    long_wall = time.perf_counter() - started
+                row("short en 8 + long file", "voxserve", mixed,
+                    p95_vs_alone=round(mixed["p95_s"] / alone["p95_s"], 2),
+                    long_wall_s=round(long_wall, 1))
+            if "stream" in only:
+                streamed = run_streaming(server, args.model, long_en.wav)
+                rows.append({"workload": "long en streamed", "engine": "voxserve",
+                             "audio_s": round(long_en.seconds, 1), **streamed})
+                print(f"  long en streamed: {streamed}", flush=True)
+            peak = server.peak_rss_mb()
+        finally:
+            server.close()
+    if "rss60" in only:
+        rss = rss60(args, model_dir, english, "bare" in engines)
+        rows.append({"workload": "60 min streamed", "engine": "voxserve", **rss})
+        print(f"  60 min streamed: {rss}", flush=True)
+    print_table(args, rows, peak)
+
+
+def rss60(args, model_dir: str, english: list[Clip], with_bare: bool) -> dict:
+    """A 60-minute file (the English clips repeated, as Ogg/Opus) streamed to a fresh server:
+    its peak RSS; optionally bare faster-whisper's in a process of its own."""
+    long = join(english, "long-60", min_seconds=3600)
+    data = to_opus(long.wav)
+    tmp = Path(tempfile.mkdtemp(prefix="voxserve-bench-"))
+    path = tmp / "long60.ogg"
+    path.write_bytes(data)
+    server = Server(args.model, args.threads)
+    try:
+        http_text(server.url, english[0], "en", "transcribe")
+        streamed = run_streaming(server, args.model, data)
+        out = {"audio_s": round(long.seconds, 1), **streamed,
+               "peak_rss_mb": round(server.peak_rss_mb())}
+    finally:
+        server.close()
+    if with_bare:
+        out["bare"] = run_bare_process(model_dir, path, args.threads)
+    return out
+
+
+def print_table(args, rows: list[dict], peak: float) -> None:
+    print(f"\nmodel {args.model}, int8, {args.threads} threads, beam 5, {os.cpu_count()} cores; "
+          f"server peak RSS {peak:.0f} MB")
+    print(f"{'workload':<26}{'engine':<10}{'audio s':>8}{'wall s':>8}{'x RT':>7}{'p95 s':>8}"
+          f"  quality / other")
+    skip = {"workload", "engine", "audio_s", "wall_s", "throughput", "p95_s", "p50_s",
+            "requests"}
+    for r in rows:
+        extra = {k: v for k, v in r.items() if k not in skip}
+        print(f"{r['workload']:<26}{r['engine']:<10}{r.get('audio_s', ''):>8}"
+              f"{r.get('wall_s', ''):>8}{r.get('throughput', ''):>7}{r.get('p95_s', ''):>8}"
+              f"  {json.dumps(extra)}")
+    print(json.dumps({"model": args.model, "threads": args.threads,
+                      "server_peak_rss_mb": round(peak) if peak == peak else None,
+                      "rows": rows}))
+
+
+ROWS = ("long", "other", "short", "clients", "mixed", "stream", "rss60", "translate")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="whisper-base")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
-    parser.add_argument("--long-minutes", type=float, default=5.0)
+    parser.add_argument("--only", nargs="+", choices=ROWS, default=list(ROWS),
+                        help="run only these workloads (default: all)")
+    parser.add_argument("--engines", nargs="+", choices=("voxserve", "bare", "batched"),
+                        default=["voxserve", "bare", "batched"])
+    parser.add_argument("--other-lang", choices=("cs", "nl"), default="cs")
+    parser.add_argument("--other-minutes", type=float, default=10.0)
+    parser.add_argument("--translate-clips", type=int, default=40)
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--texts", type=Path, default=None,
+                        help="append every row's output texts to this JSON-lines file")
+    parser.add_argument("--fillets-cache", type=Path, default=None,
+                        help="where the Debian packages are unpacked (default: a temp dir)")
     parser.add_argument("--streaming", type=float, nargs="*", metavar="MINUTES",
                         help="instead: stream long files of these lengths (e.g. 10 60), "
                         "sent as Ogg/Opus")
@@ -311,50 +506,13 @@ def main() -> None:
     if args.soak:
         soak_main(args)
         return
-
     settings = Settings()
-    model_dir, _ = resolve_whisper_source(Catalog(settings).spec(args.model).source, settings.cache_dir)
+    model_dir, _ = resolve_whisper_source(Catalog(settings).spec(args.model).source,
+                                          settings.cache_dir)
     if args.streaming:
         streaming_main(args, model_dir)
         return
-    clips = short_clips()
-    long_data, long_seconds = long_file(args.long_minutes)
-    long_job = [("long.wav", long_data, long_seconds)]
-
-    results: dict[str, dict] = {}
-    results["bare short c=1"] = run_bare(model_dir, clips, args.threads)
-    results["bare batched short"] = run_bare_batched(model_dir, clips, args.threads)
-    results["bare long"] = run_bare(model_dir, long_job, args.threads)
-    server = Server(args.model, args.threads)
-    try:
-        run_http(server.url, clips[:1], 1)  # load the model before timing
-        # The same 32 requests at every concurrency, so the throughputs compare.
-        jobs = (clips * 8)[:32]
-        for c in args.concurrency:
-            results[f"voxserve short c={c}"] = run_http(server.url, jobs, c)
-        results["voxserve long"] = run_http(server.url, long_job, 1)
-        peak = server.peak_rss_mb()
-    finally:
-        server.close()
-
-    header = f"{'workload':<22}{'req':>5}{'audio s':>9}{'wall s':>8}{'x RT':>7}{'p50 s':>8}{'p95 s':>8}{'err':>5}"
-    print(f"model {args.model}, int8, {args.threads} threads, beam 5, {os.cpu_count()} cores")
-    print(header)
-    for name, r in results.items():
-        print(f"{name:<22}{r['requests']:>5}{r['audio_s']:>9}{r['wall_s']:>8}{r['throughput']:>7}"
-              f"{r['p50_s']:>8}{r['p95_s']:>8}{r['errors']:>5}")
-    ratio_long = results["bare long"]["wall_s"] / results["voxserve long"]["wall_s"]
-    short = {c: results[f"voxserve short c={c}"]["throughput"] for c in args.concurrency}
-    ratio_short = short[args.concurrency[0]] / results["bare short c=1"]["throughput"]
-    top = max(args.concurrency)
-    ratio_load = short[top] / short[args.concurrency[0]]
-    print(f"server peak RSS {peak:.0f} MB; long file speed vs bare {ratio_long:.2f}x; "
-          f"short clips c={args.concurrency[0]} vs bare {ratio_short:.2f}x; "
-          f"c={top} vs c={args.concurrency[0]} {ratio_load:.2f}x")
-    print(json.dumps({"model": args.model, "threads": args.threads, "results": results,
-                      "server_peak_rss_mb": round(peak), "long_vs_bare": round(ratio_long, 3),
-                      "short_c1_vs_bare": round(ratio_short, 3),
-                      f"short_c{top}_vs_c1": round(ratio_load, 3)}))
+    table_main(args, model_dir)
 
 
 if __name__ == "__main__":

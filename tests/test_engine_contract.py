@@ -6,11 +6,14 @@ with it show they assume nothing beyond the protocol."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Iterator
+from dataclasses import replace
 
 import numpy as np
 import pytest
 from conftest import MODEL_CACHE, audio_path
+from joined_audio import english_clips, join_clips
 
 from voxserve.audio.blocks import AudioBlock
 from voxserve.audio.decode import SAMPLE_RATE, decode_audio
@@ -26,6 +29,7 @@ from voxserve.stt.engine import (
     DecodeOptions,
     EngineCapabilities,
     SpeechToTextEngine,
+    VadSettings,
 )
 from voxserve.stt.pipeline import decode_blocks
 from voxserve.stt.request import SpeechToTextRequest
@@ -165,3 +169,50 @@ def test_requests_beyond_an_engines_capabilities_are_refused():
             assert caught.value.code == "unsupported_value", what
     finally:
         pool.close()
+
+
+class RecordingEngine(LoudnessEngine):
+    """The stand-in engine, recording what the pipeline hands it; the first two calls meet at
+    a barrier, which breaks unless they run side by side."""
+
+    capabilities = replace(LoudnessEngine.capabilities, parallel_chunks=3,
+                           chunk_options={"knob": "chunk", "other": "chunk"})
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, DecodeOptions]] = []
+        self.met = threading.Barrier(2, timeout=60)
+
+    def transcribe(self, samples: np.ndarray, options: DecodeOptions) -> Iterator[Segment]:
+        self.calls.append((samples.size, options))
+        if len(self.calls) <= 2 and not options.sequential:
+            self.met.wait()
+        yield from super().transcribe(samples, options)
+
+
+@pytest.mark.parametrize("sequential", [False, True], ids=["chunked", "sequential"])
+def test_the_pipeline_decodes_speech_chunks_side_by_side_or_blocks_whole(sequential):
+    joined = join_clips(english_clips()[:6])  # about 40 s with 1.5 s pauses
+    samples = decode_audio(joined.wav)
+    engine = RecordingEngine()
+    vad = VadSettings(silence_duration_ms=300)
+    options = DecodeOptions(prompt="Before.", sequential=sequential, chunking=vad,
+                            engine_options={"knob": "request"})
+    items = list(decode_blocks(engine, [AudioBlock(0, samples, last=True)], options))
+    segments = [i for i in items if isinstance(i, Segment)]
+    sizes = [size for size, _ in engine.calls]
+    if sequential:  # one call on the whole block, the request's options untouched
+        assert sizes == [samples.size] and engine.calls[0][1].chunking == vad
+        assert engine.calls[0][1].engine_options == {"knob": "request"}
+    else:
+        window = engine.capabilities.window_seconds * SAMPLE_RATE
+        assert len(sizes) >= 4 and max(sizes) <= window
+        assert sum(sizes) < samples.size - 6 * SAMPLE_RATE  # the pauses are not decoded
+        assert [o.prompt for _, o in engine.calls] == ["Before."] + [None] * (len(sizes) - 1)
+        for _, called in engine.calls:  # the request's knobs over the engine's chunk defaults
+            assert called.engine_options == {"knob": "request", "other": "chunk"}
+            assert called.chunking is None and called.language == "fr"
+    assert [s.id for s in segments] == list(range(len(segments)))
+    starts = [s.start for s in segments]
+    assert starts == sorted(starts) and len(segments) >= 6
+    for name, placed in joined.placements:  # every clip heard at its place in the file
+        assert any(placed - 0.5 <= s.start <= placed + 1.5 for s in segments), name

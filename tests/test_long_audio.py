@@ -77,9 +77,10 @@ def misplaced_clips(body: dict, joined, clips_alone, tolerance: float = 0.5) -> 
 
 @pytest.mark.parametrize(
     "fields",
-    [{}, {"chunking_strategy": "auto"},
-     {"chunking_strategy[type]": "server_vad", "chunking_strategy[silence_duration_ms]": "500"}],
-    ids=["sequential", "auto", "server_vad"],
+    [{}, {"decoding": "sequential"}, {"chunking_strategy": "auto"},
+     {"chunking_strategy[type]": "server_vad", "chunking_strategy[silence_duration_ms]": "500"},
+     {"chunking_strategy": "auto", "decoding": "sequential"}],
+    ids=["chunked", "sequential", "auto", "server_vad", "auto_sequential"],
 )
 def test_joined_clips_lose_and_double_nothing(
     short_blocks_server, joined, clips_alone, clip_by_clip_wer, fields
@@ -193,7 +194,8 @@ def test_language_detected_after_a_silent_minute(base_url):
     "field, value",
     [("beam_size", "0"), ("beam_size", "2.5"), ("no_speech_threshold", "1.5"),
      ("hallucination_silence_threshold", "-1"), ("vad_filter", "sometimes"),
-     ("condition_on_previous_text", "perhaps"), ("hotwords", "x" * 1001)],
+     ("condition_on_previous_text", "perhaps"), ("hotwords", "x" * 1001),
+     ("decoding", "parallel")],
 )
 def test_decoder_extensions_are_validated(base_url, field, value):
     response = httpx.post(

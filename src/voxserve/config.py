@@ -146,6 +146,10 @@ class Settings(BaseSettings):
     # Long files are decoded in blocks of at most this many seconds, cut at quiet points, so
     # memory does not grow with the file's length.
     block_seconds: float = Field(600.0, ge=30.0)
+    # "chunked": speech chunks cut by VAD and decoded side by side (stt/pipeline.py);
+    # "sequential": Whisper's strict sequential 30 s windows. A request's `decoding` field
+    # (an extension) overrides it.
+    decoding: Literal["chunked", "sequential"] = "chunked"
 
     # Models: the default speech-to-text model, OpenAI aliases and extra model sources.
     stt_default_model: str = "whisper-base"

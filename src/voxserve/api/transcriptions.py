@@ -39,6 +39,7 @@ router = APIRouter()
 
 GRANULARITIES = {"word", "segment"}
 INCLUDABLE = {"logprobs", "language_probabilities"}  # the second: extension
+DECODING_MODES = {"chunked", "sequential"}  # the `decoding` extension (config: `decoding`)
 
 
 @router.post("/v1/audio/transcriptions", openapi_extra=TRANSCRIPTION_BODY)
@@ -247,6 +248,14 @@ def read_decoder_extensions(reader: FormReader) -> dict:
                 code="invalid_type",
             )
         values["beam_size"] = int(beam_size)
+    decoding = reader.text("decoding")
+    if decoding is not None:
+        if decoding not in DECODING_MODES:
+            raise InvalidInput(
+                f"Invalid 'decoding': expected 'chunked' or 'sequential', got '{decoding}'.",
+                param="decoding", code="invalid_value",
+            )
+        values["decoding"] = decoding
     if values["hotwords"] is not None and len(values["hotwords"]) > 1000:
         raise InvalidInput(
             "Invalid 'hotwords': at most 1000 characters.", param="hotwords", code="invalid_value"

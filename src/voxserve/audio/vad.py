@@ -24,3 +24,11 @@ def speech_regions(
         threshold=threshold, min_silence_duration_ms=min_silence_ms, speech_pad_ms=pad_ms
     )
     return [(r["start"], r["end"]) for r in get_speech_timestamps(samples, options)]
+
+
+def load_vad() -> None:
+    """Load Silero's model now (it is cached for the process): chunked decoding runs VAD before
+    the engine's first call, and a request should not pay for the load."""
+    from faster_whisper.vad import get_vad_model
+
+    get_vad_model()

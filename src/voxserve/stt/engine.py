@@ -39,8 +39,12 @@ class DecodeOptions:
     temperature: float | None = None  # None: the engine's own policy (Whisper: fallback ladder)
     word_timestamps: bool = False
     logprobs: bool = False
-    # `chunking_strategy`: the stretch is cut at speech pauses by VAD before decoding.
+    # `chunking_strategy`: the request's VAD settings for cutting speech chunks (or, with
+    # sequential decoding, for the engine's own VAD filter).
     chunking: VadSettings | None = None
+    # Whisper's strict sequential decoding of each block (VOXSERVE_DECODING=sequential or the
+    # `decoding` extension) instead of speech chunks decoded side by side (stt/pipeline.py).
+    sequential: bool = False
     # The speech gate drops a segment over this (and unheard by VAD) as silence.
     no_speech_threshold: float = 0.6
     # The engine's own knobs (documented request extensions and server defaults), by name;
@@ -76,8 +80,15 @@ class EngineCapabilities:
     incremental: bool = True
     # Audio the language detector reads at most; the first block of a file is this long.
     language_detection_seconds: float = 30.0
-    # The longest stretch decoded in one piece (Whisper: its 30 s window).
+    # The longest stretch decoded in one piece (Whisper: its 30 s window); speech chunks are
+    # packed up to this.
     window_seconds: float = 30.0
+    # Speech chunks of one file decoded side by side (threads calling `transcribe` at once).
+    parallel_chunks: int = 1
+    # The engine's own knobs for decoding one speech chunk (DecodeOptions.engine_options
+    # defaults that the request's extensions override): what suits a short independent
+    # stretch of speech rather than a whole file.
+    chunk_options: Mapping[str, Any] = field(default_factory=dict)
 
     def transcribes(self, language: str) -> bool:
         return self.languages is None or language in self.languages

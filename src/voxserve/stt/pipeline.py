@@ -4,11 +4,21 @@ segments and a DecodeEnd out. Runs in a worker thread, lazily, so a consumer can
 - **Language**: the request's, `en` for an English-only engine, or detected once on the first
   block with the silence cut out by VAD (the raw audio if VAD hears nothing), so a quiet
   intro does not decide it.
-- **Blocks**: each block is decoded by the engine on its own; the request's prompt belongs to
-  the start of the file only (handing a block the previous block's text as a prompt made
-  Whisper drop its timestamp tokens and lose a third of the following words).
-- **Speech gate** (stt/speech_gate.py) on every segment, then times and `seek` made absolute
-  in the file and ids numbered across blocks.
+- **Chunked decoding** (the default): each block is cut into speech chunks by VAD (the
+  request's `chunking_strategy` settings when given), packed up to the engine's window and cut
+  only at pauses (stt/chunking.py); silence is never decoded. The chunks are independent, so
+  `parallel_chunks` threads decode them side by side through `engine.transcribe`, with the
+  engine's `chunk_options` under the request's own knobs; segments come back in file order as
+  soon as a chunk and all before it are done, and the first chunk is short so a stream starts
+  early. Closing the stream cancels the chunks not started.
+- **Sequential decoding** (`DecodeOptions.sequential`): each block is decoded whole by the
+  engine (Whisper's strict 30 s windows with its context carried between them).
+- **Prompt**: the request's prompt belongs to the start of the file only: the first chunk or
+  block (handing a block the previous block's text as a prompt made Whisper drop its
+  timestamp tokens and lose a third of the following words).
+- **Speech gate** (stt/speech_gate.py) on every segment, judged on the audio the engine was
+  given (the chunk or block), then times and `seek` made absolute in the file and ids
+  numbered across the file.
 - A file under 0.1 s is `audio_too_short`; a later block under 0.1 s is skipped. Freed heap
   pages go back to the OS after each block (runtime/memory.py).
 """
@@ -16,7 +26,8 @@ segments and a DecodeEnd out. Runs in a worker thread, lazily, so a consumer can
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from itertools import chain
 
 import numpy as np
 
@@ -26,10 +37,18 @@ from voxserve.audio.vad import speech_regions
 from voxserve.domain import Segment
 from voxserve.errors import audio_too_short
 from voxserve.runtime.memory import trim_heap
+from voxserve.stt.chunking import Chunk, map_in_order, pack_chunks, to_file_times
+from voxserve.stt.chunking import speech_regions as chunk_regions
 from voxserve.stt.engine import DecodeEnd, DecodeInfo, DecodeOptions, SpeechToTextEngine
 from voxserve.stt.speech_gate import SpeechGate
 
 FRAMES_PER_SECOND = 100  # `seek` unit: 10 ms frames, as Whisper counts them
+# The first speech chunk of a file closes after this much speech: a stream's first words wait
+# for a short decode, not a full window.
+FIRST_CHUNK_SECONDS = 8.0
+# A chunk's speech that the engine's text did not reach is decoded again at most this often.
+MAX_RESUMES = 3
+RESUME_MIN_SECONDS = 3.0  # and a third of the chunk: less is an end time that ran short
 
 DecodeItem = DecodeInfo | Segment | DecodeEnd
 
@@ -40,31 +59,113 @@ def decode_blocks(
     """A DecodeInfo once the language is known, the segments as they are decoded, then a
     DecodeEnd with the file's duration and the tokens of the text."""
     language = "en" if engine.capabilities.english_only else options.language
-    info: DecodeInfo | None = None
-    prompt = options.prompt
-    next_id = 0
+    read = _Read(iter(blocks))
+    first = next(read, None)
+    if first is None or first.last and first.samples.size < MIN_SECONDS * SAMPLE_RATE:
+        raise audio_too_short()
+    info = identify_language(engine, first.samples, language)
+    yield replace(info, prompt_tokens=engine.count_tokens(options.prompt or ""))
+    options = replace(options, language=info.language)
+    decode = decode_sequential if options.sequential else decode_chunked
     texts: list[str] = []
-    end = 0
+    for index, segment in enumerate(decode(engine, chain([first], read), options)):
+        texts.append(segment.text)
+        yield replace(segment, id=index)
+    yield DecodeEnd(read.end / SAMPLE_RATE, engine.count_tokens("".join(texts).strip()))
+
+
+class _Read:
+    """The blocks, remembering where the last one read ends (the file's duration)."""
+
+    def __init__(self, blocks: Iterator[AudioBlock]) -> None:
+        self._blocks = blocks
+        self.end = 0
+
+    def __iter__(self) -> Iterator[AudioBlock]:
+        return self
+
+    def __next__(self) -> AudioBlock:
+        block = next(self._blocks)
+        self.end = block.start + block.samples.size
+        return block
+
+
+def speech_blocks(blocks: Iterable[AudioBlock]) -> Iterator[AudioBlock]:
+    """The blocks long enough to decode, with freed heap pages returned after each one."""
     for block in blocks:
-        end = block.start + block.samples.size
-        if info is None:
-            if block.last and block.samples.size < MIN_SECONDS * SAMPLE_RATE:
-                raise audio_too_short()
-            info = identify_language(engine, block.samples, language)
-            info = replace(info, prompt_tokens=engine.count_tokens(options.prompt or ""))
-            yield info
-        if block.samples.size < MIN_SECONDS * SAMPLE_RATE:
-            continue
-        block_options = replace(options, language=info.language, prompt=prompt)
-        for segment in decode_stretch(engine, block.samples, block_options, block.start):
-            segment = replace(segment, id=next_id)
-            next_id += 1
-            texts.append(segment.text)
-            yield segment
-        prompt = None  # the request's prompt belongs to the start of the file
+        if block.samples.size >= MIN_SECONDS * SAMPLE_RATE:
+            yield block
         del block  # the next block's arrays should be able to reuse these pages
         trim_heap()
-    yield DecodeEnd(end / SAMPLE_RATE, engine.count_tokens("".join(texts).strip()))
+
+
+def decode_sequential(
+    engine: SpeechToTextEngine, blocks: Iterable[AudioBlock], options: DecodeOptions
+) -> Iterator[Segment]:
+    """Each block decoded whole by the engine (Whisper: its own sequential 30 s windows)."""
+    for block in speech_blocks(blocks):
+        yield from decode_stretch(engine, block.samples, options, block.start)
+        options = replace(options, prompt=None)  # the prompt belongs to the file's start
+
+
+@dataclass(frozen=True)
+class _ChunkJob:
+    chunk: Chunk
+    samples: np.ndarray
+    offset: float  # the block's start in the file, s
+    options: DecodeOptions
+
+
+def decode_chunked(
+    engine: SpeechToTextEngine, blocks: Iterable[AudioBlock], options: DecodeOptions
+) -> Iterator[Segment]:
+    """Each block cut into speech chunks (silence is never decoded), the chunks decoded side
+    by side by `parallel_chunks` threads, their segments in file order as soon as a chunk and
+    all before it are done. The first chunk is short, so a stream starts early."""
+    capabilities = engine.capabilities
+    vad = options.chunking
+    cut = {} if vad is None else {"threshold": vad.threshold, "pad_ms": vad.prefix_padding_ms,
+                                  "silence_ms": vad.silence_duration_ms}
+    # The engine's chunk defaults under the request's own knobs; the request's VAD settings
+    # were spent on the cut.
+    chunk_options = replace(
+        options, chunking=None, prompt=None,
+        engine_options={**capabilities.chunk_options, **options.engine_options},
+    )
+
+    def jobs() -> Iterator[_ChunkJob]:
+        first: float | None = FIRST_CHUNK_SECONDS
+        for block in speech_blocks(blocks):
+            regions = chunk_regions(block.samples, **cut)
+            for chunk in pack_chunks(block.samples, regions, capabilities.window_seconds,
+                                     first_seconds=first):
+                # The request's prompt precedes the first chunk only.
+                job_options = replace(chunk_options, prompt=options.prompt) if first else \
+                    chunk_options
+                first = None
+                yield _ChunkJob(chunk, chunk.samples(block.samples), block.start / SAMPLE_RATE,
+                                job_options)
+
+    def decode(job: _ChunkJob) -> list[Segment]:
+        chunk, samples, options = job.chunk, job.samples, job.options
+        out: list[Segment] = []
+        for _ in range(MAX_RESUMES + 1):
+            segments = list(decode_stretch(engine, samples, options, 0))
+            out += [to_file_times(segment, chunk, job.offset) for segment in segments]
+            # Whisper sometimes ends its window after the first sentence (a final timestamp
+            # at the window's end: 20 s of Dickens lost in one chunk); the pieces its text
+            # never reached are decoded again on their own, so no speech is lost.
+            rest = chunk.rest_after(segments[-1].end if segments else 0.0)
+            # Only a large miss: Whisper's end times run a little short (more so when
+            # translating, whose text is shorter), and a piece decoded twice doubles its text.
+            if rest is None or rest.size < max(RESUME_MIN_SECONDS * SAMPLE_RATE, chunk.size / 3):
+                break
+            samples = samples[samples.size - rest.size :]
+            chunk, options = rest, replace(options, prompt=None)
+        return out
+
+    for _, segments in map_in_order(decode, jobs(), capabilities.parallel_chunks):
+        yield from segments
 
 
 def decode_stretch(

@@ -153,6 +153,7 @@ def decode_options(req: SpeechToTextRequest, settings: Settings) -> DecodeOption
     # Per-request extensions (validated by the API layer) override the server's defaults.
     engine_options = {"beam_size": settings.beam_size, **req.extra}
     no_speech = engine_options.pop("no_speech_threshold", DecodeOptions.no_speech_threshold)
+    decoding = engine_options.pop("decoding", settings.decoding)
     return DecodeOptions(
         task=req.task,
         language=req.language,
@@ -162,6 +163,7 @@ def decode_options(req: SpeechToTextRequest, settings: Settings) -> DecodeOption
         word_timestamps=req.word_timestamps,
         logprobs=req.include_logprobs,
         chunking=req.vad,
+        sequential=decoding == "sequential",
         no_speech_threshold=no_speech,
         engine_options=engine_options,
     )

@@ -2,9 +2,10 @@
 Nothing from faster-whisper is visible outside this folder: the engine speaks in domain
 records.
 
-A stretch of audio (a block of a long file, a chunk, a live utterance) is decoded as
+A stretch of audio (a speech chunk, a block of a long file, a live utterance) is decoded as
 faster-whisper decodes a file: sequential 30 s windows, Whisper's heuristics, the temperature
-fallback; with a chunking strategy the stretch is first cut into speech chunks by Silero VAD.
+fallback. A speech chunk (stt/pipeline.py) is decoded with CHUNK_OPTIONS. With sequential
+decoding and a chunking strategy, faster-whisper's own VAD filter cuts the block first.
 """
 
 from __future__ import annotations
@@ -28,6 +29,18 @@ log = logging.getLogger("voxserve.stt")
 
 # Whisper's temperature fallback: start greedy, retry hotter when a window looks wrong.
 FALLBACK_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+# A speech chunk's bounded fallback: audio that three tries cannot fix, six do not either
+# (acted Czech clips were re-decoded up to six times, slower than real time); faster-whisper
+# keeps the best-of result (highest average log-probability) when every try fails.
+CHUNK_FALLBACK_TEMPERATURES = (0.0, 0.4, 0.8)
+# How Whisper decodes one speech chunk (stt/pipeline.py): the chunk is independent speech of at
+# most one window, so no text is carried between its windows (the chunks of a file cannot see
+# each other's text either, and carried text is how a hallucination repeats), and the fallback
+# is bounded.
+CHUNK_OPTIONS = {
+    "condition_on_previous_text": False,
+    "fallback_temperatures": CHUNK_FALLBACK_TEMPERATURES,
+}
 FRAMES_PER_SECOND = 100  # Whisper's `seek` unit: 10 ms mel frames
 # Up to this many 30 s windows are tried when the first ones are silent or ambiguous.
 LANGUAGE_DETECTION_WINDOWS = 4
@@ -43,6 +56,7 @@ class WhisperOptions:
     condition_on_previous_text: bool = True
     hallucination_silence_threshold: float | None = None
     hotwords: str | None = None
+    fallback_temperatures: tuple[float, ...] = FALLBACK_TEMPERATURES
 
     @classmethod
     def from_options(cls, options: DecodeOptions) -> WhisperOptions:
@@ -53,7 +67,9 @@ class WhisperOptions:
 class WhisperEngine:
     """One loaded Whisper model."""
 
-    def __init__(self, model_id: str, model: Any) -> None:
+    def __init__(self, model_id: str, model: Any, parallel_chunks: int = 1) -> None:
+        """`parallel_chunks`: how many speech chunks of a file the loader's layout decodes
+        side by side (each chunk call is routed by stt/whisper/batching.py)."""
         self.model_id = model_id
         self._model = model
         multilingual = bool(model.model.is_multilingual)
@@ -61,6 +77,8 @@ class WhisperEngine:
             languages=None if multilingual else frozenset({"en"}),
             translation=multilingual,
             language_detection_seconds=LANGUAGE_DETECTION_WINDOWS * 30,
+            parallel_chunks=parallel_chunks,
+            chunk_options=CHUNK_OPTIONS,
         )
 
     def count_tokens(self, text: str) -> int:
@@ -89,16 +107,16 @@ class WhisperEngine:
     def _transcribe(self, samples: np.ndarray, options: DecodeOptions) -> Iterator[Segment]:
         knobs = WhisperOptions.from_options(options)
         temperatures = (
-            [options.temperature] if options.temperature else list(FALLBACK_TEMPERATURES)
+            [options.temperature] if options.temperature else list(knobs.fallback_temperatures)
         )
         # faster-whisper measures silences from word times.
         word_timestamps = options.word_timestamps or (
             knobs.hallucination_silence_threshold is not None
         )
-        # With a chunking strategy the stretch is cut at speech pauses by Silero VAD (the
-        # request's threshold, padding and silence) and the chunks decoded in order with
-        # Whisper's context carried between them. faster-whisper's batched pipeline was
-        # tried here and dropped whole utterances on short clips (its known quality issue).
+        # Sequential decoding with a chunking strategy: the stretch is cut at speech pauses by
+        # Silero VAD (the request's threshold, padding and silence) and the pieces decoded in
+        # order with Whisper's context carried between them. (Chunked decoding cuts in the
+        # pipeline and never sets `chunking` here.)
         vad = options.chunking
         segments, _ = self._model.transcribe(
             samples,

