@@ -65,7 +65,12 @@ class DiarizedSpeechToText(TranscriptionService):
             engine = lease.engine
             lease.audio_seconds = audio.size / SAMPLE_RATE
             check_capabilities(req, engine.capabilities)
-            options = replace(decode_options(req, self._settings), word_timestamps=True)
+            # Sequential decoding: speaker segments follow Whisper's own segments over the
+            # whole file, and speech chunks cut one speaker's turn into several segments
+            # (OpenAI's meeting recording: A, B, A became A, B, A, A).
+            options = replace(
+                decode_options(req, self._settings), word_timestamps=True, sequential=True
+            )
             turns_job = asyncio.ensure_future(anyio.to_thread.run_sync(
                 run_diarizer, diarizer, audio, references, req.diarize.min_speakers,
                 req.diarize.max_speakers,
