@@ -21,17 +21,17 @@ import asyncio
 import base64
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-import httpx
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 AUDIO = ROOT / "tests" / "fixtures" / "audio"
 sys.path.insert(0, str(ROOT / "src"))
+
+from bench_stt import Server  # noqa: E402
 
 from voxserve.audio.decode import SAMPLE_RATE, decode_audio  # noqa: E402
 from voxserve.config import Settings  # noqa: E402
@@ -62,32 +62,10 @@ def pcm24(samples: np.ndarray) -> bytes:
     return (np.clip(y, -1, 1) * 32767).astype("<i2").tobytes()
 
 
-class Server:
-    def __init__(self, model: str, threads: int, cache_dir: Path) -> None:
-        port = 19000 + os.getpid() % 1000
-        self.url = f"http://127.0.0.1:{port}"
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "VOXSERVE_CPU_THREADS": str(threads),
-               "VOXSERVE_STT_DEFAULT_MODEL": model, "VOXSERVE_LOG_LEVEL": "warning",
-               "VOXSERVE_CACHE_DIR": str(cache_dir),
-               "VOXSERVE_REALTIME_MAX_SESSIONS": "64",
-               "PYTHONPATH": str(ROOT / "src")}
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "voxserve", "serve", "--port", str(port)], env=env,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                httpx.get(f"{self.url}/health", timeout=1)
-                break
-            except httpx.TransportError:
-                if time.monotonic() > deadline or self.process.poll() is not None:
-                    raise RuntimeError("server did not start") from None
-                time.sleep(0.2)
-
-    def close(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=30)
+def start_server(model: str, threads: int, cache_dir: Path) -> Server:
+    return Server(model, threads, port=19000 + os.getpid() % 1000, extra_env={
+        "VOXSERVE_CACHE_DIR": str(cache_dir), "VOXSERVE_REALTIME_MAX_SESSIONS": "64",
+    })
 
 
 async def one_session(url: str, audio: bytes, start_at: float) -> dict:
@@ -209,7 +187,7 @@ def main() -> None:
 
     audio16 = stream_audio(args.clips)
     audio = pcm24(audio16)
-    server = None if args.url else Server(args.model, args.threads, args.cache_dir)
+    server = None if args.url else start_server(args.model, args.threads, args.cache_dir)
     url = args.url or server.url
     try:
         asyncio.run(run_level(url, audio, 1))  # warm-up: the model loads

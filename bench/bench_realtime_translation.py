@@ -19,7 +19,7 @@ Quality: the translated speech of the live session, transcribed back by Whisper
 the text `/v1/audio/translations` returns for the same file; and both, with the live text
 transcript, against OpenAI's whisper-1 translation of the clip (shared recordings). With
 `--source`, the source transcript deltas are scored against `/v1/audio/transcriptions`.
-The server runs as a subprocess (bench_realtime.Server) unless `--url` is given. Prints a
+The server runs as a subprocess (bench_realtime.start_server) unless `--url` is given. Prints a
 table and, last, one JSON line.
 """
 
@@ -38,7 +38,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-from bench_realtime import AUDIO, ROOT, Server, pcm24, pct
+from bench_realtime import AUDIO, ROOT, pcm24, pct, start_server
 from sacrebleu.metrics import CHRF
 
 from voxserve.audio.decode import SAMPLE_RATE, decode_audio
@@ -123,7 +123,7 @@ def main() -> None:
                         help="also ask for the source transcript (more work per phrase)")
     parser.add_argument("--cache-dir", type=Path, default=ROOT / ".cache" / "models")
     args = parser.parse_args()
-    server = None if args.url else Server("whisper-base", args.threads, args.cache_dir)
+    server = None if args.url else start_server("whisper-base", args.threads, args.cache_dir)
     url = args.url or server.url
     try:
         clip = CLIP.read_bytes()

@@ -93,11 +93,15 @@ def percentile(values: list[float], q: float) -> float:
 
 
 class Server:
-    def __init__(self, model: str, threads: int) -> None:
-        port = 18000 + os.getpid() % 1000
+    """`voxserve serve` in a subprocess on a loopback port, started and waited for."""
+
+    def __init__(self, model: str, threads: int, extra_env: dict[str, str] | None = None,
+                 port: int | None = None) -> None:
+        port = port or 18000 + os.getpid() % 1000
         self.url = f"http://127.0.0.1:{port}"
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "VOXSERVE_CPU_THREADS": str(threads),
-               "VOXSERVE_STT_DEFAULT_MODEL": model, "VOXSERVE_LOG_LEVEL": "warning"}
+               "VOXSERVE_STT_DEFAULT_MODEL": model, "VOXSERVE_LOG_LEVEL": "warning",
+               "PYTHONPATH": str(ROOT / "src"), **(extra_env or {})}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "voxserve", "serve", "--port", str(port)], env=env,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
