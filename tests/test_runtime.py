@@ -218,11 +218,13 @@ def test_slots_are_granted_in_arrival_order():
 
 def test_a_long_file_holds_one_slot_and_short_requests_pass_it():
     live = LiveServer(slots=2, max_queue=8)
-    gate = Gate(live, min_seconds=30)  # only the long file (44 s) stalls in the engine
+    # Only the long file (44 s) stalls in the engine: its speech chunks are over 5 s (and
+    # decode side by side), the short clip is 2 s.
+    gate = Gate(live, min_seconds=5)
     with live:
         long_data = audio_path("two_cities.wav").read_bytes()
         long_thread, long_out = in_thread(transcribe, live.base_url, long_data, "long.wav")
-        wait_until(lambda: gate.waiting == 1, what="long file in the engine")
+        wait_until(lambda: gate.waiting >= 1, what="long file in the engine")
         for _ in range(4):
             response = transcribe(live.base_url)
             assert response.status_code == 200 and "hello" in response.json()["text"].lower()
