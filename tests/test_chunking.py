@@ -188,7 +188,7 @@ def test_a_sentence_across_a_cut_comes_out_once(tiny_engine) -> None:
 
 class FirstSentenceOnly:
     """A stand-in engine that, like Whisper now and then, ends its text after the first half
-    second of a long stretch (over 12 s); a shorter one it covers whole."""
+    second of a long stretch (over 20 s); a shorter one it covers whole."""
 
     model_id = "first-sentence"
     capabilities = EngineCapabilities(languages=frozenset({"en"}), parallel_chunks=2)
@@ -201,7 +201,7 @@ class FirstSentenceOnly:
 
     def transcribe(self, samples: np.ndarray, options: DecodeOptions) -> Iterator[Segment]:
         seconds = samples.size / SR
-        yield Segment(0, 0, 0.0, 0.5 if seconds > 12 else seconds, " said.")
+        yield Segment(0, 0, 0.0, 0.5 if seconds > 20 else seconds, " said.")
 
 
 def test_speech_the_engine_did_not_reach_is_decoded_again() -> None:
@@ -223,3 +223,54 @@ def test_rest_after_rebases_the_pieces_not_reached() -> None:
     assert rest is not None and rest.pieces == (Piece(30 * SR, 31 * SR, 0),)
     assert chunk.rest_after(1.0).pieces[0] == Piece(20 * SR, 23 * SR, 0)
     assert chunk.rest_after(5.5) is None
+
+
+class Stretches:
+    """A stand-in engine that notes the length of every stretch it is given and covers it with
+    one segment."""
+
+    model_id = "stretches"
+    capabilities = EngineCapabilities(languages=frozenset({"en"}), parallel_chunks=2)
+
+    def __init__(self) -> None:
+        self.seconds: list[float] = []
+        self._lock = threading.Lock()
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())
+
+    def detect_language(self, samples: np.ndarray) -> DecodeInfo:
+        return DecodeInfo("en", 1.0)
+
+    def transcribe(self, samples: np.ndarray, options: DecodeOptions) -> Iterator[Segment]:
+        with self._lock:
+            self.seconds.append(samples.size / SR)
+        yield Segment(0, 0, 0.0, samples.size / SR, " said.")
+
+
+def blocks_of(samples: np.ndarray, *cuts: float) -> list[AudioBlock]:
+    edges = [0, *(int(c * SR) for c in cuts), samples.size]
+    return [AudioBlock(a, samples[a:b], last=b == samples.size)
+            for a, b in zip(edges, edges[1:], strict=False)]
+
+
+def test_block_boundaries_cost_no_extra_chunk() -> None:
+    """A block's unfinished last chunk is packed with the next block's speech: cut into three
+    blocks, the file is decoded in as many chunks as whole, and they cover the same speech."""
+    samples = decode_audio(join_clips(english_clips() * 3).wav)  # over 2 min of speech
+    whole, split = Stretches(), Stretches()
+    list(decode_blocks(whole, blocks_of(samples), DecodeOptions()))
+    spans = [(i.start, i.end) for i in decode_blocks(split, blocks_of(samples, 55.0, 110.0),
+                                                     DecodeOptions()) if isinstance(i, Segment)]
+    assert len(whole.seconds) == len(split.seconds) >= 4, (whole.seconds, split.seconds)
+    assert sum(split.seconds) == pytest.approx(sum(whole.seconds), abs=1.0)
+    assert max(split.seconds) <= 30.0
+    assert spans == sorted(spans)
+
+
+def test_only_a_streamed_request_opens_with_a_short_chunk() -> None:
+    samples = decode_audio(join_clips(english_clips()).wav)
+    whole, streamed = Stretches(), Stretches()
+    list(decode_blocks(whole, blocks_of(samples), DecodeOptions()))
+    list(decode_blocks(streamed, blocks_of(samples), DecodeOptions(streamed=True)))
+    assert streamed.seconds[0] <= FIRST_CHUNK_SECONDS + 3 < whole.seconds[0]

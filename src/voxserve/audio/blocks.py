@@ -54,7 +54,9 @@ def cut_blocks(
         pending_size += chunk.size
         while pending_size > limit:
             buffer = np.concatenate(pending)
-            cut = quietest_cut(buffer[:limit], max(0, limit - search_samples))
+            # Searched in the block's second half at most: a short first block stays long
+            # enough to start decoding on.
+            cut = quietest_cut(buffer[:limit], limit - min(search_samples, limit // 2))
             yield AudioBlock(start, buffer[:cut], last=False)
             limit = block_samples
             start += cut

@@ -45,6 +45,9 @@ class DecodeOptions:
     # Whisper's strict sequential decoding of each block (VOXSERVE_DECODING=sequential or the
     # `decoding` extension) instead of speech chunks decoded side by side (stt/pipeline.py).
     sequential: bool = False
+    # The consumer streams the segments (SSE): chunked decoding opens with a short chunk so
+    # the first words come early; a whole response is better served by full chunks.
+    streamed: bool = False
     # The speech gate drops a segment over this (and unheard by VAD) as silence.
     no_speech_threshold: float = 0.6
     # The engine's own knobs (documented request extensions and server defaults), by name;

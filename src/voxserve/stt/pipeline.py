@@ -9,8 +9,10 @@ segments and a DecodeEnd out. Runs in a worker thread, lazily, so a consumer can
   only at pauses (stt/chunking.py); silence is never decoded. The chunks are independent, so
   `parallel_chunks` threads decode them side by side through `engine.transcribe`, with the
   engine's `chunk_options` under the request's own knobs; segments come back in file order as
-  soon as a chunk and all before it are done, and the first chunk is short so a stream starts
-  early. Closing the stream cancels the chunks not started.
+  soon as a chunk and all before it are done; a streamed request's first chunk is short so
+  its first words come early. A block's last chunk is packed with the next block's speech, so
+  block boundaries cost no half-empty chunk. Closing the stream cancels the chunks not
+  started.
 - **Sequential decoding** (`DecodeOptions.sequential`): each block is decoded whole by the
   engine (Whisper's strict 30 s windows with its context carried between them).
 - **Prompt**: the request's prompt belongs to the start of the file only: the first chunk or
@@ -46,6 +48,8 @@ FRAMES_PER_SECOND = 100  # `seek` unit: 10 ms frames, as Whisper counts them
 # The first speech chunk of a file closes after this much speech: a stream's first words wait
 # for a short decode, not a full window.
 FIRST_CHUNK_SECONDS = 8.0
+# A block's unfinished last chunk is decoded with the next block if its audio is this short.
+CARRY_MAX_SECONDS = 60.0
 # A chunk's speech that the engine's text did not reach is decoded again at most this often.
 MAX_RESUMES = 3
 RESUME_MIN_SECONDS = 3.0  # and a third of the chunk: less is an end time that ran short
@@ -121,7 +125,8 @@ def decode_chunked(
 ) -> Iterator[Segment]:
     """Each block cut into speech chunks (silence is never decoded), the chunks decoded side
     by side by `parallel_chunks` threads, their segments in file order as soon as a chunk and
-    all before it are done. The first chunk is short, so a stream starts early."""
+    all before it are done. A streamed request's first chunk is short, so its first words
+    come early."""
     capabilities = engine.capabilities
     vad = options.chunking
     cut = {} if vad is None else {"threshold": vad.threshold, "pad_ms": vad.prefix_padding_ms,
@@ -134,15 +139,15 @@ def decode_chunked(
     )
 
     def jobs() -> Iterator[_ChunkJob]:
-        first: float | None = FIRST_CHUNK_SECONDS
-        for block in speech_blocks(blocks):
-            regions = chunk_regions(block.samples, **cut)
-            for chunk in pack_chunks(block.samples, regions, capabilities.window_seconds,
-                                     first_seconds=first):
+        first = FIRST_CHUNK_SECONDS if options.streamed else None
+        opening = True
+        for block, chunks in _chunked_blocks(speech_blocks(blocks), cut,
+                                             capabilities.window_seconds, first):
+            for chunk in chunks:
                 # The request's prompt precedes the first chunk only.
-                job_options = replace(chunk_options, prompt=options.prompt) if first else \
+                job_options = replace(chunk_options, prompt=options.prompt) if opening else \
                     chunk_options
-                first = None
+                opening = False
                 yield _ChunkJob(chunk, chunk.samples(block.samples), block.start / SAMPLE_RATE,
                                 job_options)
 
@@ -166,6 +171,38 @@ def decode_chunked(
 
     for _, segments in map_in_order(decode, jobs(), capabilities.parallel_chunks):
         yield from segments
+
+
+def _chunked_blocks(
+    blocks: Iterable[AudioBlock], cut: dict, window_seconds: float,
+    first_seconds: float | None,
+) -> Iterator[tuple[AudioBlock, list[Chunk]]]:
+    """Each block with its speech chunks. A block's last chunk is carried into the next block
+    (its audio from the chunk's start on goes in front of it) and packed with what follows:
+    a block boundary then costs no extra, half-empty chunk, whose window Whisper's encoder
+    pays for in full. Only tails up to CARRY_MAX_SECONDS are carried, so a block never grows
+    by more."""
+    carry: AudioBlock | None = None
+    for block in chain(blocks, [None]):
+        if block is None:  # the end: what was carried is the last block
+            if carry is None:
+                return
+            block, carry = replace(carry, last=True), None
+        elif carry is not None:
+            block = AudioBlock(carry.start, np.concatenate([carry.samples, block.samples]),
+                               block.last)
+            carry = None
+        regions = chunk_regions(block.samples, **cut)
+        chunks = pack_chunks(block.samples, regions, window_seconds,
+                             first_seconds=first_seconds)
+        if chunks and not block.last:
+            tail = chunks[-1].start
+            if block.samples.size - tail <= CARRY_MAX_SECONDS * SAMPLE_RATE:
+                carry = AudioBlock(block.start + tail, block.samples[tail:].copy(), False)
+                chunks = chunks[:-1]
+        if chunks:
+            first_seconds = None  # only the file's first chunk is short
+        yield block, chunks
 
 
 def decode_stretch(

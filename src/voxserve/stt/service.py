@@ -82,9 +82,14 @@ class SpeechToText(TranscriptionService):
             options = decode_options(req, self._settings)
             block = int(self._settings.block_seconds * SAMPLE_RATE)
             search = min(block // 2, BLOCK_SEARCH_SECONDS * SAMPLE_RATE)
-            # The first block holds what language detection reads, and no more: a stream's
-            # first words then wait for that much audio to be read and screened, not a block.
-            first = int(engine.capabilities.language_detection_seconds * SAMPLE_RATE)
+            # The first block holds what language detection reads, and no more (one window
+            # when the language is known): a stream's first words then wait for that much
+            # audio to be read and cut into chunks, not a whole block. Small blocks cost
+            # nothing more: a block's unfinished last chunk is packed with the next block.
+            capabilities = engine.capabilities
+            known = options.language is not None or capabilities.english_only
+            first = int((capabilities.window_seconds if known
+                         else capabilities.language_detection_seconds) * SAMPLE_RATE)
 
             def run():
                 blocks = cut_blocks(opened.chunks(), block, search, first)
@@ -164,6 +169,7 @@ def decode_options(req: SpeechToTextRequest, settings: Settings) -> DecodeOption
         logprobs=req.include_logprobs,
         chunking=req.vad,
         sequential=decoding == "sequential",
+        streamed=req.wants_stream,
         no_speech_threshold=no_speech,
         engine_options=engine_options,
     )
