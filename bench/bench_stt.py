@@ -427,6 +427,13 @@ def table_main(args, model_dir: str) -> None:
                 row("short en 8 + long file", "voxserve", mixed,
                     p95_vs_alone=round(mixed["p95_s"] / alone["p95_s"], 2),
                     long_wall_s=round(long_wall, 1))
+            if "long" in only and only & {"clients", "mixed"}:
+                # The same long file again, now that the server has served concurrent
+                # requests (docs/benchmarks.md: "faster after load").
+                texts, stats = timed(lambda c: http_text(server.url, c, "en", "transcribe"),
+                                     [long_en])
+                row("long en after load", "voxserve", stats, texts, wer=wer([long_en], texts,
+                                                                            "en"))
             if "stream" in only:
                 streamed = run_streaming(server, args.model, long_en.wav)
                 rows.append({"workload": "long en streamed", "engine": "voxserve",
