@@ -492,14 +492,26 @@ def test_killed_ingress_is_survived(ray_serve):
     ingress_pid = ray_serve.health()["ingress"]["pid"]
     name = "sense_and_sensibility_01_austen_64kb-0920.wav"
     joined = _joined(("sense_and",), 1)
-    # The SDK retries what the dead ingress leaves behind (a 5xx or a dropped connection).
-    with ray_serve.sdk(max_retries=8) as client, ThreadPoolExecutor(1) as pool:
-        future = pool.submit(
-            client.audio.transcriptions.create, model=WHISPER, file=("long.wav", joined.wav)
+
+    def busy_slots() -> int:
+        return sum(r["busy_slots"] for r in ray_serve.replicas(WHISPER))
+
+    # Two requests are in flight when the ingress dies. The proxy answers both in OpenAI's
+    # envelope: a client that does not retry sees it, the SDK's retries get the transcript.
+    with ray_serve.sdk() as once, ray_serve.sdk(max_retries=8) as retrying, \
+            ThreadPoolExecutor(2) as pool:
+        failing, retried = (
+            pool.submit(client.audio.transcriptions.create, model=WHISPER, file=(n, joined.wav))
+            for client, n in ((once, "a.wav"), (retrying, "b.wav"))
         )
-        _wait(lambda: _busy_replica(ray_serve, WHISPER), "the request to reach Whisper")
+        _wait(lambda: busy_slots() >= 2, "both requests to reach Whisper")
         os.kill(ingress_pid, signal.SIGKILL)
-        assert _all_clips_heard(future.result(timeout=PATIENCE).text, joined)
-        after = client.audio.transcriptions.create(model=WHISPER, file=_clip(name)).text
+        with pytest.raises(openai.InternalServerError) as err:
+            failing.result(timeout=PATIENCE)
+        assert _all_clips_heard(retried.result(timeout=PATIENCE).text, joined)
+        after = retrying.audio.transcriptions.create(model=WHISPER, file=_clip(name)).text
+    assert err.value.status_code == 503
+    assert err.value.body["code"] == "replica_unavailable"
+    assert err.value.body["type"] == "server_error"
     assert _matches(after, reference_texts()[name])
     assert ray_serve.health()["ingress"]["pid"] != ingress_pid
