@@ -1,12 +1,16 @@
 """The Ray door's pure parts, without Ray: settings, which models get a deployment, the catalog
-the ingress shows, and the merged metrics (tests/test_ray_cluster.py runs the real cluster)."""
+the ingress shows, the merged metrics and the proxies' error bodies (tests/test_ray_cluster.py
+runs the real cluster)."""
 
 from __future__ import annotations
 
+import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from starlette.responses import JSONResponse, PlainTextResponse
 
 from voxserve.cluster.metrics import merge_expositions
+from voxserve.cluster.proxy_errors import OpenAIErrors
 from voxserve.cluster.served import ServedCatalog, deployment_name, served_models
 from voxserve.config import Settings
 from voxserve.runtime.metrics import Metrics
@@ -64,3 +68,38 @@ def test_merged_metrics_keep_each_replica_apart():
     family = next(f for f in text_string_to_metric_families(text) if f.name == "voxserve_admitted")
     values = {s.labels["replica"]: s.value for s in family.samples if s.name.endswith("_total")}
     assert values == {"a": 1, "b": 3}
+
+
+async def _through_proxy_errors(app, path: str = "/v1/audio/transcriptions") -> httpx.Response:
+    transport = httpx.ASGITransport(app=OpenAIErrors(app))
+    async with httpx.AsyncClient(transport=transport, base_url="http://proxy") as client:
+        return await client.post(path)
+
+
+async def test_the_proxy_answers_in_openai_envelope_when_the_ingress_sent_nothing():
+    async def died(scope, receive, send):  # what Ray's proxy does when the ingress dies
+        return None
+
+    response = await _through_proxy_errors(died)
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "replica_unavailable"
+    assert response.json()["error"]["type"] == "server_error"
+
+
+async def test_the_proxy_wraps_serves_plain_text_errors_and_passes_the_rest():
+    serve_busy = PlainTextResponse("Request dropped due to backpressure", status_code=429,
+                                   headers={"retry-after": "3"})
+    response = await _through_proxy_errors(serve_busy)
+    assert response.status_code == 429 and response.headers["retry-after"] == "3"
+    assert response.json()["error"] == {"message": "Request dropped due to backpressure",
+                                        "type": "requests", "param": None,
+                                        "code": "rate_limit_exceeded"}
+    unavailable = await _through_proxy_errors(PlainTextResponse("No replicas", status_code=503))
+    assert (unavailable.status_code, unavailable.json()["error"]["message"]) == (503, "No replicas")
+    ours = JSONResponse({"error": {"code": "model_not_found"}}, status_code=404)
+    assert (await _through_proxy_errors(ours)).json() == {"error": {"code": "model_not_found"}}
+    text = await _through_proxy_errors(PlainTextResponse("hello"))
+    assert (text.status_code, text.text) == (200, "hello")
+    health = await _through_proxy_errors(PlainTextResponse("draining", status_code=503),
+                                         "/-/healthz")
+    assert (health.status_code, health.text) == (503, "draining")  # Serve's own route

@@ -9,6 +9,7 @@ of the CPUs, and the ingress.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -26,6 +27,7 @@ import pytest
 from conftest import MODEL_CACHE, audio_path, free_port, reference_texts
 from joined_audio import join_clips, wav_bytes
 from ray_cluster import LocalRayCluster, loopback_env, start_voxserve, stop_process
+from realtime_audio import chunks, pcm24, speech
 
 pytest.importorskip(
     "ray.serve", reason="the Ray cluster tests need the ray extra: pip install 'voxserve[ray]'"
@@ -239,6 +241,98 @@ def test_health_and_metrics_cover_the_deployments(ray_serve):
     assert {lab["deployment"] for lab, _ in requests} == {"ingress"}  # HTTP is the ingress's
 
 
+# --- live sessions: the session in the ingress, its decode passes and speech on replicas --------
+
+
+def _admitted(deployment: Deployment, model: str) -> float:
+    return sum(_per_replica(deployment, "voxserve_admitted", model).values())
+
+
+def _ingress_admitted(deployment: Deployment) -> float:
+    return sum(value for labels, value in _samples(deployment, "voxserve_admitted")
+               if labels.get("deployment") == "ingress")
+
+
+async def _live(deployment: Deployment, session):
+    """Runs `session(client)` with the async SDK, bounded so that a broken cluster fails the
+    test instead of hanging it."""
+    import asyncio
+
+    client = openai.AsyncOpenAI(base_url=f"{deployment.base_url}/v1", api_key="test",
+                                max_retries=0)
+    async with client:
+        return await asyncio.wait_for(session(client), PATIENCE)
+
+
+def test_realtime_transcription_through_the_ingress(ray_serve):
+    import asyncio
+
+    clips = ["sense_and_sensibility_01_austen_64kb-0870.wav", "arctic_a0007.wav"]
+    audio = pcm24(speech(*clips, gap=1.5))
+    before, ingress_before = _admitted(ray_serve, WHISPER), _ingress_admitted(ray_serve)
+
+    async def session(client: openai.AsyncOpenAI) -> list:
+        async with client.realtime.connect(extra_query={"intent": "transcription"}) as conn:
+            assert (await conn.recv()).type == "session.created"
+            await conn.session.update(session={"type": "transcription", "audio": {"input": {
+                "transcription": {"model": "whisper-1", "language": "en"}}}})
+            assert (await conn.recv()).type == "session.updated"
+            for piece in chunks(audio, 48_000):
+                await conn.input_audio_buffer.append(audio=piece)
+            events = []
+            while sum(e.type == "conversation.item.done" for e in events) < len(clips):
+                events.append(await conn.recv())
+            return events
+
+    events = asyncio.run(_live(ray_serve, session))
+    completed = [e for e in events
+                 if e.type == "conversation.item.input_audio_transcription.completed"]
+    assert len(completed) == len(clips)
+    for name, event in zip(clips, completed, strict=True):
+        assert _matches(event.transcript, reference_texts()[name]), (name, event.transcript)
+        deltas = [e.delta for e in events
+                  if e.type.endswith(".delta") and e.item_id == event.item_id]
+        assert "".join(deltas) == event.transcript
+    # Every pass (at least the final one per item) was admitted by a Whisper replica; the
+    # ingress, which has no model, admitted none.
+    assert _admitted(ray_serve, WHISPER) - before >= len(clips)
+    assert _ingress_admitted(ray_serve) == ingress_before == 0
+
+
+def test_realtime_translation_through_the_ingress(ray_serve):
+    import asyncio
+
+    import numpy as np
+
+    french = decode_audio(audio_path("audio_french.wav").read_bytes())[: 12 * SAMPLE_RATE]
+    silence = np.zeros(SAMPLE_RATE, dtype=np.float32)
+    audio = pcm24(np.concatenate([silence, french, silence]))
+    before = {m: _admitted(ray_serve, m) for m in ("whisper-base", "piper")}
+
+    async def session(client: openai.AsyncOpenAI) -> list:
+        async with client.realtime.translations.connect(model="whisper-base>piper") as conn:
+            events = [await conn.recv()]
+            assert events[0].type == "session.created"
+            for piece in chunks(audio, 9600):
+                await conn.session.input_audio_buffer.append(audio=piece)
+            await conn.session.close()
+            async for event in conn:
+                events.append(event)
+            return events
+
+    events = asyncio.run(_live(ray_serve, session))
+    assert events[-1].type == "session.closed", events[-1]
+    english = "".join(e.delta for e in events if e.type == "session.output_transcript.delta")
+    words = _words(english)
+    assert len(words) >= 5, english
+    assert not {"le", "la", "les", "est", "des", "une", "nous"} & set(words), english
+    pcm = b"".join(base64.b64decode(e.delta) for e in events
+                   if e.type == "session.output_audio.delta")
+    assert len(pcm) / 2 / 24_000 > 1  # seconds of speech
+    # Translated by the whisper-base replica, spoken by the Piper replica.
+    assert all(_admitted(ray_serve, m) > before[m] for m in before)
+
+
 # --- scale-out, backpressure, cancellation ----------------------------------------------------
 
 
@@ -398,14 +492,26 @@ def test_killed_ingress_is_survived(ray_serve):
     ingress_pid = ray_serve.health()["ingress"]["pid"]
     name = "sense_and_sensibility_01_austen_64kb-0920.wav"
     joined = _joined(("sense_and",), 1)
-    # The SDK retries what the dead ingress leaves behind (a 5xx or a dropped connection).
-    with ray_serve.sdk(max_retries=8) as client, ThreadPoolExecutor(1) as pool:
-        future = pool.submit(
-            client.audio.transcriptions.create, model=WHISPER, file=("long.wav", joined.wav)
+
+    def busy_slots() -> int:
+        return sum(r["busy_slots"] for r in ray_serve.replicas(WHISPER))
+
+    # Two requests are in flight when the ingress dies. The proxy answers both in OpenAI's
+    # envelope: a client that does not retry sees it, the SDK's retries get the transcript.
+    with ray_serve.sdk() as once, ray_serve.sdk(max_retries=8) as retrying, \
+            ThreadPoolExecutor(2) as pool:
+        failing, retried = (
+            pool.submit(client.audio.transcriptions.create, model=WHISPER, file=(n, joined.wav))
+            for client, n in ((once, "a.wav"), (retrying, "b.wav"))
         )
-        _wait(lambda: _busy_replica(ray_serve, WHISPER), "the request to reach Whisper")
+        _wait(lambda: busy_slots() >= 2, "both requests to reach Whisper")
         os.kill(ingress_pid, signal.SIGKILL)
-        assert _all_clips_heard(future.result(timeout=PATIENCE).text, joined)
-        after = client.audio.transcriptions.create(model=WHISPER, file=_clip(name)).text
+        with pytest.raises(openai.InternalServerError) as err:
+            failing.result(timeout=PATIENCE)
+        assert _all_clips_heard(retried.result(timeout=PATIENCE).text, joined)
+        after = retrying.audio.transcriptions.create(model=WHISPER, file=_clip(name)).text
+    assert err.value.status_code == 503
+    assert err.value.body["code"] == "replica_unavailable"
+    assert err.value.body["type"] == "server_error"
     assert _matches(after, reference_texts()[name])
     assert ray_serve.health()["ingress"]["pid"] != ingress_pid

@@ -132,8 +132,8 @@ def test_agreement_sends_only_what_two_passes_agree_on_and_never_retracts():
 async def test_a_full_buffer_is_refused_with_an_error_and_the_session_goes_on():
     settings = Settings(stt_default_model="whisper-tiny.en")
     catalog = Catalog(settings)
-    session = TranscriptionSession(  # no audio is committed: no scheduler needed
-        scheduler=None, resolve_model=lambda name: resolve_model(catalog, settings, name),
+    session = TranscriptionSession(  # no audio is committed: no decoder needed
+        passes=None, resolve_model=lambda name: resolve_model(catalog, settings, name),
         limits=SessionLimits(max_buffer_seconds=1.0), initial=default_wire(),
     )
     session.receive(json.dumps({"type": "session.update", "session": {

@@ -18,6 +18,7 @@ from voxserve.runtime.pool import ModelPool, PoolLimits
 from voxserve.runtime.scheduler import Scheduler, SchedulerConfig
 from voxserve.runtime.threads import WorkerPool
 from voxserve.stt.engines import lane_slots, load_stt_engine
+from voxserve.stt.passes import DecodePasses, ScheduledPasses
 from voxserve.stt.service import SpeechToText, TranscriptionService
 from voxserve.tts.engine import load_speech_engine
 from voxserve.tts.models import register_speech_models
@@ -39,6 +40,7 @@ class Services:
     stt: SpeechToText
     diarized_stt: DiarizedSpeechToText
     tts: TextToSpeech
+    passes: DecodePasses  # live sessions' decode passes
 
     def transcriber_for(self, spec: ModelSpec) -> TranscriptionService:
         """The speech-to-text pipeline that serves `spec` (a `+diarize` model adds speakers)."""
@@ -101,4 +103,5 @@ def build_services(settings: Settings) -> Services:
         stt=SpeechToText(settings, scheduler),
         diarized_stt=DiarizedSpeechToText(settings, pool, catalog, scheduler),
         tts=TextToSpeech(settings, pool, scheduler),
+        passes=ScheduledPasses(scheduler),
     )

@@ -56,7 +56,7 @@ async def realtime_translation(ws: WebSocket) -> None:
             ))
         models = _models(hub, ws.query_params.get("model") or initial.get("model"))
         session = hub.admit(lambda: TranslationSession(
-            ws.app.state.scheduler, ws.app.state.tts, models, hub.resolve, hub.limits,
+            hub.passes, ws.app.state.tts, models, hub.resolve, hub.limits,
             hub.settings.realtime_translation_voice, initial, expires_at=hub.expires_at(),
         ))
     except _Refused as refused:

@@ -11,6 +11,7 @@ from ray import serve
 from ray.serve import Application
 
 from voxserve.cluster.ingress import IngressServer
+from voxserve.cluster.proxy_errors import CALLBACK, CALLBACK_ENV
 from voxserve.cluster.replica import ModelServer
 from voxserve.cluster.served import deployment_name, served_models
 from voxserve.config import Settings
@@ -97,10 +98,15 @@ def app_builder(args: dict) -> Application:
 
 
 def deploy(settings: Settings) -> None:
-    """Start Serve's HTTP proxy on the settings' host and port and deploy (Ray connected)."""
+    """Start Serve's HTTP proxy on the settings' host and port and deploy (Ray connected).
+
+    The proxies inherit the controller's environment, which names the middleware that gives
+    the proxies' own answers OpenAI's envelope (cluster/proxy_errors.py). Like the host and
+    port, it only applies when this call starts Serve; a running Serve keeps its proxies."""
     serve.start(
         proxy_location=settings.ray.proxy_location,
         http_options={"host": settings.host, "port": settings.port},
+        controller_options={"runtime_env": {"env_vars": {CALLBACK_ENV: CALLBACK}}},
     )
     serve.run(build_application(settings), name=settings.ray.app_name, route_prefix="/")
 

@@ -19,7 +19,12 @@ from voxserve.api.errors import error_response
 from voxserve.app import create_app
 from voxserve.cluster.calls import RemoteModel
 from voxserve.cluster.metrics import merge_expositions
-from voxserve.cluster.proxies import RemoteModels, RemoteSpeechToText, RemoteTextToSpeech
+from voxserve.cluster.proxies import (
+    RemoteDecodePasses,
+    RemoteModels,
+    RemoteSpeechToText,
+    RemoteTextToSpeech,
+)
 from voxserve.cluster.served import ServedCatalog, deployment_name
 from voxserve.config import Settings
 from voxserve.errors import ServiceError, Unavailable
@@ -52,7 +57,7 @@ def build_ingress_app(settings: Settings, handles: dict[str, DeploymentHandle]) 
     stt = RemoteSpeechToText(models)
     services = replace(
         local, catalog=ServedCatalog(local.catalog, list(remote)), stt=stt, diarized_stt=stt,
-        tts=RemoteTextToSpeech(models),
+        tts=RemoteTextToSpeech(models), passes=RemoteDecodePasses(models),
     )
     app = create_app(services=services)
     app.state.cluster = ClusterView(settings.ray.app_name, remote)

@@ -1,11 +1,13 @@
 """The ingress's speech-to-text and speech services: the same interfaces as the local ones
-(`TranscriptionService`, `TextToSpeech.open/engine/voice_map`), served by model deployments.
-The HTTP routes cannot tell them apart."""
+(`TranscriptionService`, `DecodePasses`, `TextToSpeech.open/engine/voice_map`), served by model
+deployments. The HTTP routes and the live sessions cannot tell them apart."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import aclosing
+
+import numpy as np
 
 from voxserve.cluster.calls import RemoteModel
 from voxserve.cluster.served import serving_model
@@ -14,6 +16,8 @@ from voxserve.domain import Transcript
 from voxserve.errors import model_not_found
 from voxserve.runtime.catalog import ModelSpec, PublicModel
 from voxserve.runtime.context import RequestContext
+from voxserve.stt.engine import DecodeOptions
+from voxserve.stt.passes import DecodePasses, PassDecode
 from voxserve.stt.request import SpeechToTextRequest
 from voxserve.stt.service import StreamItem, TranscriptionService
 from voxserve.tts.service import SpeechRequest, SpeechStream, SynthesisStats
@@ -55,6 +59,26 @@ class RemoteSpeechToText(TranscriptionService):
     ) -> Transcript:
         remote = self._models.for_spec(req.model.spec, ctx)
         return await remote.call("transcribe", req, Call.from_context(ctx))
+
+
+class RemoteDecodePasses(DecodePasses):
+    """A live session's decode passes, each one call to a replica of its model: the session
+    (its audio, turns and text) stays in the ingress, and only a pass's audio crosses."""
+
+    def __init__(self, models: RemoteModels) -> None:
+        self._models = models
+
+    async def decode(
+        self, model: PublicModel, samples: np.ndarray, options: DecodeOptions,
+        ctx: RequestContext,
+    ) -> PassDecode:
+        remote = self._models.for_spec(model.spec, ctx)
+        return await remote.call("decode_pass", model, samples, options, Call.from_context(ctx))
+
+    def waiting(self, model_id: str) -> bool:
+        # The replicas' queues are not visible from here without a call per pass; each
+        # replica's scheduler still orders the passes it is sent with its other work.
+        return False
 
 
 class RemoteTextToSpeech:

@@ -13,6 +13,7 @@ import os
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 
+import numpy as np
 import ray
 from ray import serve
 
@@ -21,6 +22,8 @@ from voxserve.config import Settings
 from voxserve.domain import Transcript
 from voxserve.runtime.catalog import PublicModel
 from voxserve.services import Services, build_services
+from voxserve.stt.engine import DecodeOptions
+from voxserve.stt.passes import PassDecode
 from voxserve.stt.request import SpeechToTextRequest
 from voxserve.stt.service import StreamItem
 from voxserve.tts.service import SpeechRequest
@@ -47,6 +50,11 @@ class ModelServer:
     async def transcribe(self, req: SpeechToTextRequest, call: Call) -> Transcript:
         service = self._services.transcriber_for(req.model.spec)
         return await service.transcribe(req, call.context())
+
+    async def decode_pass(
+        self, model: PublicModel, samples: np.ndarray, options: DecodeOptions, call: Call
+    ) -> PassDecode:
+        return await self._services.passes.decode(model, samples, options, call.context())
 
     async def speak(
         self, req: SpeechRequest, call: Call

@@ -16,7 +16,7 @@ from voxserve.realtime.models import resolve_model
 from voxserve.realtime.session import SessionLimits, TranscriptionSession
 from voxserve.realtime.session_config import build_config, default_wire, merge_update
 from voxserve.runtime.catalog import Catalog, PublicModel
-from voxserve.runtime.scheduler import Scheduler
+from voxserve.stt.passes import DecodePasses
 
 SECRET_PREFIX = "ek_"
 SECRET_SECONDS = (10, 7200)  # OpenAI's allowed range for expires_after.seconds
@@ -61,10 +61,10 @@ class EphemeralSecrets:
 
 
 class RealtimeHub:
-    def __init__(self, settings: Settings, catalog: Catalog, scheduler: Scheduler) -> None:
+    def __init__(self, settings: Settings, catalog: Catalog, passes: DecodePasses) -> None:
         self.settings = settings
         self.catalog = catalog
-        self._scheduler = scheduler
+        self.passes = passes  # where the sessions' decode passes run
         self.secrets = EphemeralSecrets()
         self.active = 0
         self.limits = SessionLimits(
@@ -92,7 +92,7 @@ class RealtimeHub:
 
     def open(self, initial: dict | None = None) -> TranscriptionSession:
         return self.admit(lambda: TranscriptionSession(
-            self._scheduler, self.resolve, self.limits, initial or default_wire(),
+            self.passes, self.resolve, self.limits, initial or default_wire(),
             expires_at=self.expires_at(),
         ))
 

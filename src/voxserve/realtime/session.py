@@ -5,7 +5,7 @@ sends them). Audio is decoded and resampled as it arrives, screened by the turn 
 held in one buffer; a turn (or a manual commit) becomes an *item*. One worker task per session
 decodes: final passes of committed items first, in order, then a live pass of the turn in
 progress whenever it has grown by `partial_interval` seconds. Each pass is admitted by the
-scheduler on its own, so sessions and file uploads take turns on the engines.
+scheduler on its own (`stt/passes.py`), so sessions and file uploads take turns on the engines.
 
 Per item the client sees `speech_started`, live `…transcription.delta`s, `speech_stopped`,
 `committed` (with `previous_item_id`), `conversation.item.added`, the last deltas,
@@ -61,7 +61,7 @@ from voxserve.realtime.turns import (
     TurnStarted,
     TurnStopped,
 )
-from voxserve.runtime.scheduler import Scheduler
+from voxserve.stt.passes import DecodePasses
 from voxserve.stt.profiles import profile_for
 from voxserve.stt.service import tokens_usage
 
@@ -96,7 +96,7 @@ class _Item:
 
 @dataclass
 class TranscriptionSession:
-    scheduler: Scheduler
+    passes: DecodePasses
     resolve_model: ModelResolver
     limits: SessionLimits
     initial: dict  # the wire session it starts with (defaults, or an ephemeral secret's)
@@ -239,7 +239,7 @@ class TranscriptionSession:
 
     def _new_item(self, start: int) -> _Item:
         config = self.config
-        decoder = PassDecoder(self.scheduler, config.model, self.id, self._gone)
+        decoder = PassDecoder(self.passes, config.model, self.id, self._gone)
         options = PassOptions(language=config.language, prompt=config.prompt,
                               logprobs=config.include_logprobs, beam_size=self.limits.beam_size)
         return _Item(new_id("item"), start, UtteranceTranscriber(decoder, options))
@@ -320,7 +320,7 @@ class TranscriptionSession:
                 if self._detector.trailing_silence >= PAUSE:
                     # The turn may be ending: a live pass now would only delay the final one.
                     break
-                if self.scheduler.queued(item.transcriber.model_id):
+                if self.passes.waiting(item.transcriber.model_id):
                     # Live text is optional work: it gives way to anything waiting for the
                     # model (other sessions' final passes, file uploads). The next append
                     # tries again.

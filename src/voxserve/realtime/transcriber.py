@@ -2,7 +2,8 @@
 
 A *pass* decodes the whole utterance so far with the session's model. Each pass is admitted by
 the scheduler like a request (it holds a slot for its own run, not for the session), so live
-sessions and file uploads share the engines fairly.
+sessions and file uploads share the engines fairly; on a cluster it runs on a replica of the
+model (`stt/passes.py`).
 
 Between passes, `Agreement` keeps what two consecutive passes agree on, up to a word
 boundary and never including the newest word: that prefix is final and goes out as a delta,
@@ -18,23 +19,18 @@ from __future__ import annotations
 import difflib
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
 
-from voxserve.audio.blocks import AudioBlock
 from voxserve.audio.decode import MIN_SECONDS, SAMPLE_RATE
 from voxserve.domain import Segment, Task, TokenLogprob
 from voxserve.errors import ServiceError
 from voxserve.runtime.catalog import PublicModel
 from voxserve.runtime.context import RequestContext
-from voxserve.runtime.scheduler import Lease, Scheduler
-from voxserve.stt.engine import DecodeInfo, DecodeOptions, SpeechToTextEngine
-from voxserve.stt.pipeline import decode_blocks
-from voxserve.stt.request import SpeechToTextRequest
-from voxserve.stt.service import check_capabilities
+from voxserve.stt.engine import DecodeOptions
+from voxserve.stt.passes import DecodePasses
 
 HOLD_BACK = 2  # words at the end of a live pass that are never sent from it
 _WORDS = re.compile(r"\s*\S+")
@@ -200,16 +196,17 @@ class PassResult:
 
 
 class PassDecoder:
-    """Runs decode passes for one model through the scheduler."""
+    """Runs one model's decode passes for a session (`stt/passes.py`: through this instance's
+    scheduler, or on a model replica of the cluster)."""
 
     def __init__(
         self,
-        scheduler: Scheduler,
+        passes: DecodePasses,
         model: PublicModel,
         session_id: str,
         session_gone: Callable[[], Awaitable[bool]],
     ) -> None:
-        self._scheduler = scheduler
+        self._passes = passes
         self.model = model
         self._session_id = session_id
         self._session_gone = session_gone
@@ -229,35 +226,13 @@ class PassDecoder:
             engine_options={"beam_size": options.beam_size if final else 1,
                             "condition_on_previous_text": False},
         )
-        async with self._admit() as lease:
-            engine: SpeechToTextEngine = lease.engine
-            check_capabilities(_as_request(self.model, options), engine.capabilities)
-            block = AudioBlock(0, samples, last=True)
-            segments: list[Segment] = []
-            language, prompt_tokens = options.language, 0
-            items = lease.iterate(lambda: decode_blocks(engine, [block], decode))
-            async for item in items:
-                if isinstance(item, Segment):
-                    segments.append(item)
-                elif isinstance(item, DecodeInfo):
-                    language, prompt_tokens = item.language, item.prompt_tokens
-            lease.audio_seconds = samples.size / SAMPLE_RATE
-            pieces = pieces_of(segments, options.logprobs)
-            return PassResult(pieces, language, engine.count_tokens(join(pieces)), prompt_tokens)
-
-    @asynccontextmanager
-    async def _admit(self) -> AsyncIterator[Lease]:
         # Each pass is a request of its own: its deadline counts from now, not from when the
         # session opened, and it is dropped before the engine if the session has ended.
         ctx = RequestContext(f"{self._session_id}-pass-{time.monotonic_ns()}",
                              is_disconnected=self._session_gone)
-        async with self._scheduler.admit(self.model.spec, ctx) as lease:
-            yield lease
-
-
-def _as_request(model: PublicModel, options: PassOptions) -> SpeechToTextRequest:
-    return SpeechToTextRequest(task=options.task, model=model, audio=b"",
-                               language=options.language)
+        result = await self._passes.decode(self.model, samples, decode, ctx)
+        pieces = pieces_of(result.segments, options.logprobs)
+        return PassResult(pieces, result.language, result.text_tokens, result.prompt_tokens)
 
 
 Emit = Callable[[list[Piece]], None]

@@ -5,6 +5,7 @@ Built from the transcription session's parts: `AudioInput` decodes the 24 kHz PC
 runs each phrase through the scheduler with Whisper's translate task, exactly as a
 transcription session's final pass does. The English text of a phrase then goes to the speech
 service (`TextToSpeech.open`, also through the scheduler), which speaks it sentence by sentence.
+Both are the instance's services: on a cluster the passes and the speech run on model replicas.
 
 Two workers make a pipeline, so the next phrase is translated while the last one is spoken:
 the *recognizer* translates phrases in order, the *synthesizer* speaks their text in order;
@@ -62,7 +63,7 @@ from voxserve.realtime.turns import (
 )
 from voxserve.runtime.catalog import PublicModel
 from voxserve.runtime.context import RequestContext
-from voxserve.runtime.scheduler import Scheduler
+from voxserve.stt.passes import DecodePasses
 from voxserve.tts.service import SpeechRequest, TextToSpeech
 
 log = logging.getLogger("voxserve.realtime")
@@ -92,7 +93,7 @@ class _Source:
 
 @dataclass
 class TranslationSession:
-    scheduler: Scheduler
+    passes: DecodePasses
     tts: TextToSpeech
     models: TranslationModels
     resolve_transcriber: ModelResolver
@@ -248,7 +249,7 @@ class TranslationSession:
     # -- the recognizer: phrase -> English text (and the source text) --------------------
 
     async def _recognize(self) -> None:
-        decoder = PassDecoder(self.scheduler, self.models.translator, self.id, self._gone)
+        decoder = PassDecoder(self.passes, self.models.translator, self.id, self._gone)
         translate = PassOptions(task="translate", beam_size=TRANSLATE_BEAM)
         while (phrase := await self._phrases.get()) is not None:
             try:
@@ -271,7 +272,7 @@ class TranslationSession:
         """The source text, on a worker of its own: it is optional, so the translation of the
         next phrase never waits for it."""
         while (source := await self._sources.get()) is not None:
-            decoder = PassDecoder(self.scheduler, source.model, self.id, self._gone)
+            decoder = PassDecoder(self.passes, source.model, self.id, self._gone)
             options = PassOptions(beam_size=self.limits.beam_size)
             try:
                 result = await decoder.run(source.phrase.samples, options, final=True)

@@ -1,0 +1,79 @@
+"""Decode passes: audio already in memory (a live session's utterance so far, a phrase to
+translate) decoded as one block, each pass a request of its own.
+
+A pass is admitted by the scheduler like an upload (its own slot and deadline, dropped before
+the engine when its caller has gone), checked against the engine's capabilities, and decoded
+by the pipeline (the speech gate included) in a worker thread. Live sessions reach it through
+`DecodePasses`, so that a door without engines (the cluster's ingress) can run the passes
+where the model is loaded (`cluster/proxies.py`) without the sessions knowing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from voxserve.audio.blocks import AudioBlock
+from voxserve.audio.decode import SAMPLE_RATE
+from voxserve.domain import Segment
+from voxserve.runtime.catalog import PublicModel
+from voxserve.runtime.context import RequestContext
+from voxserve.runtime.scheduler import Scheduler
+from voxserve.stt.engine import DecodeInfo, DecodeOptions, SpeechToTextEngine
+from voxserve.stt.pipeline import decode_blocks
+from voxserve.stt.request import SpeechToTextRequest
+from voxserve.stt.service import check_capabilities
+
+
+@dataclass(frozen=True)
+class PassDecode:
+    segments: list[Segment]
+    language: str | None  # the detected (or given) language
+    prompt_tokens: int
+    text_tokens: int  # the engine's token count of the segments' text
+
+
+class DecodePasses:
+    """What live sessions need of speech-to-text."""
+
+    async def decode(
+        self, model: PublicModel, samples: np.ndarray, options: DecodeOptions,
+        ctx: RequestContext,
+    ) -> PassDecode:
+        raise NotImplementedError
+
+    def waiting(self, model_id: str) -> bool:
+        """Whether other work waits for the model (optional work then gives way)."""
+        raise NotImplementedError
+
+
+class ScheduledPasses(DecodePasses):
+    """Passes on this instance's engines, through its scheduler."""
+
+    def __init__(self, scheduler: Scheduler) -> None:
+        self._scheduler = scheduler
+
+    async def decode(
+        self, model: PublicModel, samples: np.ndarray, options: DecodeOptions,
+        ctx: RequestContext,
+    ) -> PassDecode:
+        async with self._scheduler.admit(model.spec, ctx) as lease:
+            engine: SpeechToTextEngine = lease.engine
+            request = SpeechToTextRequest(task=options.task, model=model, audio=b"",
+                                          language=options.language)
+            check_capabilities(request, engine.capabilities)
+            block = AudioBlock(0, samples, last=True)
+            segments: list[Segment] = []
+            language, prompt_tokens = options.language, 0
+            async for item in lease.iterate(lambda: decode_blocks(engine, [block], options)):
+                if isinstance(item, Segment):
+                    segments.append(item)
+                elif isinstance(item, DecodeInfo):
+                    language, prompt_tokens = item.language, item.prompt_tokens
+            lease.audio_seconds = samples.size / SAMPLE_RATE
+            text = "".join(s.text for s in segments).strip()
+            return PassDecode(segments, language, prompt_tokens, engine.count_tokens(text))
+
+    def waiting(self, model_id: str) -> bool:
+        return self._scheduler.queued(model_id) > 0
