@@ -216,3 +216,40 @@ def test_the_pipeline_decodes_speech_chunks_side_by_side_or_blocks_whole(sequent
     assert starts == sorted(starts) and len(segments) >= 6
     for name, placed in joined.placements:  # every clip heard at its place in the file
         assert any(placed - 0.5 <= s.start <= placed + 1.5 for s in segments), name
+
+
+def test_whisper_decodes_plain_text_when_no_segment_times_are_read(whisper_engine):
+    """Without segment times a stretch within one window comes back as one segment of plain
+    text (no timestamp tokens in it), the same words as the timestamped decode."""
+    from whisper_normalizer.english import EnglishTextNormalizer
+
+    normalize = EnglishTextNormalizer()
+    speech = decode_audio(audio_path("beckett.wav").read_bytes())
+    timed = list(whisper_engine.transcribe(speech, DecodeOptions(language="en")))
+    plain = list(whisper_engine.transcribe(
+        speech, DecodeOptions(language="en", segment_times=False)))
+    assert len(plain) == 1 and plain[0].end == pytest.approx(speech.size / SAMPLE_RATE, 0.05)
+    special = whisper_engine._model.hf_tokenizer.token_to_id("<|endoftext|>")
+    assert plain[0].tokens and all(t < special for t in plain[0].tokens)  # timestamps are above
+    assert any(t >= special for s in timed for t in s.tokens)
+    assert normalize(plain[0].text) == normalize("".join(s.text for s in timed))
+
+
+def test_a_plain_decode_that_stops_early_is_done_again_with_timestamps(whisper_engine,
+                                                                      monkeypatch):
+    speech = decode_audio(audio_path("beckett.wav").read_bytes())
+    calls = []
+    decode = whisper_engine._decode
+
+    def stopping_early(samples, options, knobs):
+        calls.append(knobs.without_timestamps)
+        segments = list(decode(samples, options, knobs))
+        if knobs.without_timestamps:  # like Whisper now and then: the first word, then EOT
+            return iter([replace(segments[0], text=" Ever", tokens=segments[0].tokens[:1])])
+        return iter(segments)
+
+    monkeypatch.setattr(whisper_engine, "_decode", stopping_early)
+    segments = list(whisper_engine.transcribe(
+        speech, DecodeOptions(language="en", segment_times=False)))
+    assert calls == [True, False]
+    assert len(" ".join(s.text for s in segments).split()) > 5

@@ -48,6 +48,10 @@ class DecodeOptions:
     # The consumer streams the segments (SSE): chunked decoding opens with a short chunk so
     # the first words come early; a whole response is better served by full chunks.
     streamed: bool = False
+    # Whether the consumer reads each segment's times (verbose_json, srt, vtt, words). Without
+    # them an engine may decode a stretch that fits its window as plain text, which costs
+    # Whisper a third less (no timestamp tokens), in one segment spanning the stretch.
+    segment_times: bool = True
     # The speech gate drops a segment over this (and unheard by VAD) as silence.
     no_speech_threshold: float = 0.6
     # The engine's own knobs (documented request extensions and server defaults), by name;

@@ -32,6 +32,8 @@ from voxserve.stt.request import SpeechToTextRequest, check_against_profile
 AUDIO_TOKENS_PER_SECOND = 10
 # Where a block may be cut, counted back from its limit: long enough to always hold a pause.
 BLOCK_SEARCH_SECONDS = 10
+# The response formats that show segment times (json and text show only the text).
+SEGMENT_TIME_FORMATS = frozenset({"verbose_json", "srt", "vtt", "diarized_json"})
 
 
 @dataclass(frozen=True)
@@ -170,6 +172,7 @@ def decode_options(req: SpeechToTextRequest, settings: Settings) -> DecodeOption
         chunking=req.vad,
         sequential=decoding == "sequential",
         streamed=req.wants_stream,
+        segment_times=req.response_format in SEGMENT_TIME_FORMATS or req.word_timestamps,
         no_speech_threshold=no_speech,
         engine_options=engine_options,
     )
