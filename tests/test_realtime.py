@@ -8,7 +8,6 @@ import json
 import time
 from collections.abc import Iterator
 
-import httpx
 import jiwer
 import pytest
 import websockets
@@ -32,11 +31,7 @@ normalize = EnglishTextNormalizer()
 def live() -> Iterator[LiveServer]:
     # tiny.en is loaded up front, so that no test's first decode pass also loads the model.
     with LiveServer(api_keys=[KEY], realtime_max_sessions=3, preload=["whisper-tiny.en"]) as server:
-        deadline = time.monotonic() + 120
-        while httpx.get(f"{server.base_url}/ready").status_code != 200:
-            assert time.monotonic() < deadline, "the model did not load"
-            time.sleep(0.1)
-        yield server
+        yield server.wait_ready(120)
 
 
 @pytest.fixture(scope="module")

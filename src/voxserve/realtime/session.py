@@ -18,26 +18,19 @@ import asyncio
 import logging
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from voxserve.audio.decode import SAMPLE_RATE
 from voxserve.domain import Transcript
-from voxserve.errors import InvalidInput, ServiceError, Unavailable, server_error
+from voxserve.errors import InvalidInput, ServiceError, server_error
 from voxserve.formats.transcript import duration_usage
 from voxserve.realtime.audio_in import AudioInput
-from voxserve.realtime.buffer import SampleBuffer
-from voxserve.realtime.events import (
-    TRANSCRIPTION_CLIENT_EVENTS,
-    client_event_id,
-    decode_audio_field,
-    error_event,
-    missing_parameter,
-    new_id,
-    parse_client_event,
-    server_event,
-)
+from voxserve.realtime.events import TRANSCRIPTION_CLIENT_EVENTS, new_id
+from voxserve.realtime.session_base import Handler, SessionBase
 from voxserve.realtime.session_config import (
     ModelResolver,
     SessionConfig,
@@ -95,47 +88,29 @@ class _Item:
 
 
 @dataclass
-class TranscriptionSession:
+class TranscriptionSession(SessionBase):
     scheduler: Scheduler
     resolve_model: ModelResolver
     limits: SessionLimits
     initial: dict  # the wire session it starts with (defaults, or an ephemeral secret's)
-    expires_at: int = 0
-    id: str = field(default_factory=lambda: new_id("sess"))
+
+    CLIENT_EVENTS = TRANSCRIPTION_CLIENT_EVENTS
 
     def __post_init__(self) -> None:
-        self.outbox: asyncio.Queue[dict] = asyncio.Queue()
+        super().__post_init__()
         self._wire = self.initial
         self.config: SessionConfig = build_config(self._wire, self.resolve_model)
         self._audio = AudioInput(self.config.format)
-        self._buffer = SampleBuffer()
-        self._vad = StreamingVad()
         self._detector = self._new_detector(0)
         self._open: _Item | None = None
         self._finals: deque[_Item] = deque()
         self._last_item_id: str | None = None
         self._wake = asyncio.Event()
-        self._behind = False
-        self._worker: asyncio.Task | None = None
-        self._closed = False
 
     # -- lifecycle ---------------------------------------------------------------------
 
-    def start(self) -> None:
-        self._send("session.created", session=self.session_object())
-        self._worker = asyncio.create_task(self._work(), name=f"realtime-{self.id}")
-
-    async def close(self) -> None:
-        self._closed = True
-        if self._worker is not None:
-            self._worker.cancel()
-            try:
-                await self._worker
-            except (asyncio.CancelledError, Exception):
-                pass
-
-    async def _gone(self) -> bool:
-        return self._closed
+    def _workers_to_start(self) -> list[tuple[str, Coroutine[Any, Any, None]]]:
+        return [(f"realtime-{self.id}", self._work())]
 
     def session_object(self) -> dict:
         return {"id": self.id, "object": "realtime.transcription_session",
@@ -143,28 +118,16 @@ class TranscriptionSession:
 
     # -- client events -----------------------------------------------------------------
 
-    def receive(self, text: str | bytes) -> None:
-        """Handle one client event; any error becomes an `error` event and the session
-        carries on."""
-        try:
-            event = parse_client_event(text, TRANSCRIPTION_CLIENT_EVENTS)
-            handler = {
-                "session.update": self._update,
-                "input_audio_buffer.append": self._append,
-                "input_audio_buffer.commit": self._commit_by_client,
-                "input_audio_buffer.clear": self._clear,
-            }[event["type"]]
-            handler(event)
-        except ServiceError as error:
-            self.outbox.put_nowait(error_event(error, client_event_id(text)))
-        except Exception:  # a bug must not end the session: say so and go on
-            log.exception("realtime client event failed (session %s)", self.id)
-            self.outbox.put_nowait(error_event(server_error(), client_event_id(text)))
+    def _handlers(self) -> dict[str, Handler]:
+        return {
+            "session.update": self._update,
+            "input_audio_buffer.append": self._append,
+            "input_audio_buffer.commit": self._commit_by_client,
+            "input_audio_buffer.clear": self._clear,
+        }
 
     def _update(self, event: dict) -> None:
-        if "session" not in event:
-            raise missing_parameter("session")
-        wire = merge_update(self._wire, event["session"])
+        wire = merge_update(self._wire, self._session_field(event))
         config = build_config(wire, self.resolve_model)
         old, self.config, self._wire = self.config, config, wire
         if config.format != old.format:
@@ -178,16 +141,12 @@ class TranscriptionSession:
         self._send("session.updated", session=self.session_object())
 
     def _append(self, event: dict) -> None:
-        data = decode_audio_field(event)
-        samples = self._audio.push(data)
         limit = self.limits.max_buffer_seconds
-        if len(self._buffer) + samples.size > limit * SAMPLE_RATE:
-            raise InvalidInput(
-                f"The input audio buffer is full: it holds at most {limit:g} seconds of "
-                "uncommitted audio. Commit or clear it before appending more.",
-                param="audio", code="input_audio_buffer_full",
-            )
-        self._buffer.append(samples)
+        samples = self._take_audio(
+            event, limit,
+            f"The input audio buffer is full: it holds at most {limit:g} seconds of "
+            "uncommitted audio. Commit or clear it before appending more.",
+        )
         if self.config.turn is None:
             return
         for turn_event in self._detector.push(self._vad.push(samples)):
@@ -274,23 +233,17 @@ class TranscriptionSession:
 
     def _check_backlog(self) -> None:
         """How far transcripts lag: the committed audio waiting to be decoded, or how long the
-        oldest committed item has waited, whichever is more. Past the limit the client is
-        told once (until the lag has halved); nothing is dropped."""
+        oldest committed item has waited, whichever is more."""
         waiting = sum(i.samples.size for i in self._finals if i.samples is not None)
         lag = waiting / SAMPLE_RATE
         if self._finals:
             lag = max(lag, time.monotonic() - self._finals[0].committed_at)
-        limit = self.limits.max_backlog_seconds
-        if lag > limit and not self._behind:
-            self._behind = True
-            self.outbox.put_nowait(error_event(Unavailable(
-                f"The server cannot keep up with this session: its transcripts are {lag:.0f} "
-                "seconds behind the audio. They will follow, late; send audio no faster than "
-                "real time, or use fewer sessions or a smaller model.",
-                code="server_overloaded",
-            )))
-        elif lag <= limit / 2:
-            self._behind = False
+        self._report_backlog(
+            lag, self.limits.max_backlog_seconds,
+            f"The server cannot keep up with this session: its transcripts are {lag:.0f} "
+            "seconds behind the audio. They will follow, late; send audio no faster than "
+            "real time, or use fewer sessions or a smaller model.",
+        )
 
     # -- decoding ----------------------------------------------------------------------
 
@@ -388,9 +341,6 @@ class TranscriptionSession:
             output_tokens=item.transcriber.output_tokens,
         )
         return tokens_usage(transcript)
-
-    def _send(self, type_: str, **fields: object) -> None:
-        self.outbox.put_nowait(server_event(type_, **fields))
 
 
 def _ms(samples: int) -> int:
