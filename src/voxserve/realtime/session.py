@@ -18,18 +18,20 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Coroutine
-from dataclasses import dataclass
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from voxserve.audio.decode import SAMPLE_RATE
+from voxserve.diarize.pipeline import Turn
 from voxserve.domain import Transcript
 from voxserve.errors import InvalidInput, ServiceError, server_error
 from voxserve.formats.transcript import duration_usage
 from voxserve.realtime.audio_in import AudioInput
 from voxserve.realtime.events import TRANSCRIPTION_CLIENT_EVENTS, new_id
+from voxserve.realtime.models import labels_speakers
 from voxserve.realtime.session_base import Handler, SessionBase
 from voxserve.realtime.session_config import (
     ModelResolver,
@@ -37,6 +39,7 @@ from voxserve.realtime.session_config import (
     build_config,
     merge_update,
 )
+from voxserve.realtime.speakers import SessionSpeakers
 from voxserve.realtime.transcriber import (
     PassDecoder,
     PassOptions,
@@ -85,6 +88,7 @@ class _Item:
     samples: np.ndarray | None = None  # set when committed
     committed_at: float = 0.0  # time.monotonic()
     discarded: bool = False
+    speakers: bool = False  # a diarization model's item: speaker segments before .completed
 
 
 @dataclass
@@ -93,6 +97,8 @@ class TranscriptionSession(SessionBase):
     resolve_model: ModelResolver
     limits: SessionLimits
     initial: dict  # the wire session it starts with (defaults, or an ephemeral secret's)
+    # Makes the session's speaker tracker, for diarization models (None: none served).
+    new_speakers: Callable[[], SessionSpeakers] | None = field(default=None, kw_only=True)
 
     CLIENT_EVENTS = TRANSCRIPTION_CLIENT_EVENTS
 
@@ -106,6 +112,8 @@ class TranscriptionSession(SessionBase):
         self._finals: deque[_Item] = deque()
         self._last_item_id: str | None = None
         self._wake = asyncio.Event()
+        self._speakers: SessionSpeakers | None = None  # made with the first diarized item
+        self._segments = 0  # speaker segments sent: their ids
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -199,9 +207,12 @@ class TranscriptionSession(SessionBase):
     def _new_item(self, start: int) -> _Item:
         config = self.config
         decoder = PassDecoder(self.scheduler, config.model, self.id, self._gone)
+        speakers = labels_speakers(config.model) and self.new_speakers is not None
         options = PassOptions(language=config.language, prompt=config.prompt,
-                              logprobs=config.include_logprobs, beam_size=self.limits.beam_size)
-        return _Item(new_id("item"), start, UtteranceTranscriber(decoder, options))
+                              logprobs=config.include_logprobs, beam_size=self.limits.beam_size,
+                              word_timestamps=speakers)
+        return _Item(new_id("item"), start, UtteranceTranscriber(decoder, options),
+                     speakers=speakers)
 
     def _new_detector(self, position: int) -> TurnDetector:
         turn = self.config.turn
@@ -295,20 +306,21 @@ class TranscriptionSession(SessionBase):
 
     async def _finish(self, item: _Item) -> None:
         assert item.samples is not None
-        started = time.monotonic()
+        # Who spoke is found beside the final pass (the diarizer needs only the audio).
+        turns = self._speaker_turns(item) if item.speakers else None
+        rest = None
         try:
-            rest = await item.transcriber.final_pass(item.samples)
-            log.debug("final pass: %s, %.1f s of audio in %.2f s", item.id,
-                      item.samples.size / SAMPLE_RATE, time.monotonic() - started)
-        except ServiceError as error:
-            self._send_failed(item, error)
-            return
-        except Exception:
-            log.exception("realtime transcription failed (session %s)", self.id)
-            self._send_failed(item, server_error())
+            rest = await self._final_pass(item)
+        finally:
+            if rest is None and turns is not None:  # failed or the session ended
+                turns.cancel()
+        if rest is None:
             return
         self._send_delta(item, rest)
         transcript = item.transcriber.text
+        if turns is not None:
+            with self._errors_as_events("diarization"):
+                await self._send_segments(item, transcript, await turns)
         fields: dict = {}
         if self.config.include_logprobs:
             fields["logprobs"] = _logprobs(item.transcriber.agreement.committed)
@@ -316,6 +328,38 @@ class TranscriptionSession(SessionBase):
                    content_index=0, transcript=transcript, usage=self._usage(item), **fields)
         self._send("conversation.item.done", previous_item_id=item.previous_id,
                    item=_message(item.id, transcript, "completed"))
+
+    async def _final_pass(self, item: _Item) -> list[Piece] | None:
+        """The text the final pass adds; None when it failed (`.failed` is sent)."""
+        assert item.samples is not None
+        started = time.monotonic()
+        try:
+            rest = await item.transcriber.final_pass(item.samples)
+        except ServiceError as error:
+            self._send_failed(item, error)
+            return None
+        except Exception:
+            log.exception("realtime transcription failed (session %s)", self.id)
+            self._send_failed(item, server_error())
+            return None
+        log.debug("final pass: %s, %.1f s of audio in %.2f s", item.id,
+                  item.samples.size / SAMPLE_RATE, time.monotonic() - started)
+        return rest
+
+    def _speaker_turns(self, item: _Item) -> asyncio.Future[list[Turn]]:
+        assert item.samples is not None and self.new_speakers is not None
+        if self._speakers is None:
+            self._speakers = self.new_speakers()
+        return asyncio.ensure_future(self._speakers.turns(item.samples))
+
+    async def _send_segments(self, item: _Item, transcript: str, turns: list[Turn]) -> None:
+        assert item.samples is not None and self._speakers is not None
+        words = item.transcriber.final_words
+        for segment in self._speakers.segments(transcript, words, turns, item.samples.size):
+            self._send("conversation.item.input_audio_transcription.segment", item_id=item.id,
+                       content_index=0, id=f"seg_{self._segments}", text=segment.text,
+                       speaker=segment.speaker, start=segment.start, end=segment.end)
+            self._segments += 1
 
     def _send_delta(self, item: _Item, pieces: list[Piece]) -> None:
         if not pieces:

@@ -26,7 +26,7 @@ import numpy as np
 
 from voxserve.audio.blocks import AudioBlock
 from voxserve.audio.decode import MIN_SECONDS, SAMPLE_RATE
-from voxserve.domain import Segment, Task, TokenLogprob
+from voxserve.domain import Segment, Task, TokenLogprob, Word
 from voxserve.errors import ServiceError
 from voxserve.runtime.catalog import PublicModel
 from voxserve.runtime.context import RequestContext
@@ -53,6 +53,16 @@ class Piece:
 
 def join(pieces: list[Piece]) -> str:
     return "".join(p.text for p in pieces)
+
+
+def split_words(text: str) -> list[str]:
+    """Words with their leading white space (text's trailing white space is left out)."""
+    return _WORDS.findall(text)
+
+
+def word_key(text: str) -> str:
+    """A word as passes are compared: lower case, punctuation dropped."""
+    return _norm(text)
 
 
 def ends_sentence(text: str) -> bool:
@@ -189,6 +199,7 @@ class PassOptions:
     logprobs: bool = False
     beam_size: int = 5  # of the final pass; live passes are greedy
     task: Task = "transcribe"  # "translate": Whisper's speech-to-English (live translation)
+    word_timestamps: bool = False  # of the final pass: speaker segments need word times
 
 
 @dataclass(frozen=True)
@@ -197,6 +208,7 @@ class PassResult:
     language: str | None
     output_tokens: int
     prompt_tokens: int
+    words: tuple[Word, ...] = ()  # with times, when the pass asked for them
 
 
 class PassDecoder:
@@ -224,6 +236,7 @@ class PassDecoder:
             language=options.language,
             prompt=options.prompt,
             logprobs=options.logprobs,
+            word_timestamps=options.word_timestamps and final,
             # Live passes are greedy; the final one searches as the file endpoint does. One
             # utterance: nothing to condition on across windows of a long final pass.
             engine_options={"beam_size": options.beam_size if final else 1,
@@ -243,7 +256,9 @@ class PassDecoder:
                     language, prompt_tokens = item.language, item.prompt_tokens
             lease.audio_seconds = samples.size / SAMPLE_RATE
             pieces = pieces_of(segments, options.logprobs)
-            return PassResult(pieces, language, engine.count_tokens(join(pieces)), prompt_tokens)
+            words = tuple(w for s in segments for w in s.words)
+            return PassResult(pieces, language, engine.count_tokens(join(pieces)), prompt_tokens,
+                              words)
 
     @asynccontextmanager
     async def _admit(self) -> AsyncIterator[Lease]:
@@ -276,6 +291,7 @@ class UtteranceTranscriber:
         self.prompt_tokens = 0
         self.latest_text = ""  # the newest live pass's whole text, stable or not
         self.last_pass_seconds = 0.0  # wall time of the newest live pass (set by its runner)
+        self.final_words: tuple[Word, ...] = ()  # the final pass's, when it asked for times
 
     @property
     def text(self) -> str:
@@ -305,6 +321,7 @@ class UtteranceTranscriber:
         rest = self.agreement.finish(result.pieces)
         self.output_tokens = self._decoder_tokens(result)
         self.prompt_tokens = result.prompt_tokens
+        self.final_words = result.words
         return rest
 
     def _decoder_tokens(self, result: PassResult) -> int:
