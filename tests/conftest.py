@@ -69,6 +69,16 @@ class LiveServer:
             time.sleep(0.02)
         return self
 
+    def wait_ready(self, timeout: float) -> LiveServer:
+        """Waits until /ready answers 200: every preloaded model is loaded."""
+        import httpx
+
+        deadline = time.monotonic() + timeout
+        while httpx.get(f"{self.base_url}/ready").status_code != 200:
+            assert time.monotonic() < deadline, "the preloaded models did not load"
+            time.sleep(0.1)
+        return self
+
     def __exit__(self, *exc) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=30)

@@ -193,7 +193,7 @@ def test_words_take_the_speaker_whose_turn_covers_them(diarizer, client):
             votes[key] = votes.get(key, 0) + 1
             checked += 1
     mapping = {}
-    for (ref, hyp), n in sorted(votes.items(), key=lambda kv: -kv[1]):
+    for (ref, hyp), _n in sorted(votes.items(), key=lambda kv: -kv[1]):
         if ref not in mapping and hyp not in mapping.values():
             mapping[ref] = hyp
     agreeing = sum(n for (ref, hyp), n in votes.items() if mapping.get(ref) == hyp)

@@ -8,7 +8,6 @@ import json
 import time
 from collections.abc import Iterator
 
-import httpx
 import jiwer
 import pytest
 import websockets
@@ -32,11 +31,7 @@ normalize = EnglishTextNormalizer()
 def live() -> Iterator[LiveServer]:
     # tiny.en is loaded up front, so that no test's first decode pass also loads the model.
     with LiveServer(api_keys=[KEY], realtime_max_sessions=3, preload=["whisper-tiny.en"]) as server:
-        deadline = time.monotonic() + 120
-        while httpx.get(f"{server.base_url}/ready").status_code != 200:
-            assert time.monotonic() < deadline, "the model did not load"
-            time.sleep(0.1)
-        yield server
+        yield server.wait_ready(120)
 
 
 @pytest.fixture(scope="module")
@@ -417,6 +412,53 @@ def test_idle_timeout_and_semantic_vad_through_the_sdk(sdk):
         updated = conn.recv()
         assert updated.session.audio.input.turn_detection.type == "semantic_vad"
         assert updated.session.audio.input.turn_detection.eagerness == "high"
+
+
+@pytest.mark.parametrize("model", ["gpt-4o-transcribe-diarize", "whisper-tiny.en+diarize"])
+def test_diarize_sessions_send_speaker_segments_with_session_wide_labels(sdk, model):
+    """OpenAI's two-speaker meeting, twice: VAD makes four items (the agent; the customer and
+    the agent; then the same again). Each item's `.segment` events cut its transcript at the
+    speaker change, and the agent and the customer keep their labels in every item."""
+    events = []
+    with sdk.realtime.connect(extra_query=INTENT) as conn:
+        assert conn.recv().type == "session.created"
+        conn.session.update(session=session_update(transcription={"model": model}))
+        updated = conn.recv()
+        assert updated.type == "session.updated"
+        assert updated.session.audio.input.transcription.model == model
+        for piece in chunks(pcm24(speech("audio_meeting.wav", "audio_meeting.wav", gap=1.5))):
+            conn.input_audio_buffer.append(audio=piece)
+        while sum(e.type == "conversation.item.done" for e in events) < 4:
+            events.append(conn.recv())
+    texts = check_events(events, turns=True)  # every event typed by the SDK, in order
+    stopped = {e.item_id: e.audio_end_ms for e in events if e.type.endswith("speech_stopped")}
+    started = {e.item_id: e.audio_start_ms for e in events if e.type.endswith("speech_started")}
+    speakers = []
+    for item, transcript in texts.items():
+        own = [e for e in events if getattr(e, "item_id", None) == item]
+        kinds = [e.type for e in own]
+        segments = [e for e in own if e.type.endswith(".segment")]
+        assert segments, transcript
+        assert kinds.index(segments[-1].type) < kinds.index(
+            "conversation.item.input_audio_transcription.completed")
+        assert "".join(s.text for s in segments) == transcript
+        assert all(s.content_index == 0 for s in segments)
+        seconds = (stopped[item] - started[item]) / 1000 + 0.5  # and some prefix padding
+        assert all(0 <= s.start <= s.end <= seconds for s in segments)
+        assert [s.start for s in segments] == sorted(s.start for s in segments)
+        assert all(a.speaker != b.speaker for a, b in zip(segments, segments[1:], strict=False))
+        speakers.append([(s.speaker, s.text) for s in segments])
+    ids = [e.id for e in events if e.type.endswith(".segment")]
+    assert len(set(ids)) == len(ids)
+    assert len(speakers) == 4
+    agent = speakers[0][0][0]
+    customer = speakers[1][0][0]
+    assert agent != customer
+    for first, again in ((0, 2), (1, 3)):
+        assert [who for who, _ in speakers[first]] == [who for who, _ in speakers[again]]
+    assert [who for who, _ in speakers[1]] == [customer, agent]
+    assert "diarization" in speakers[1][0][1].lower() and "happy" in speakers[1][1][1].lower()
+    assert "calling" in speakers[0][0][1].lower()
 
 
 async def test_backlog_is_reported_and_text_still_follows():

@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import time
 from collections.abc import Iterator
 
-import httpx
 import numpy as np
 import pytest
 import websockets
@@ -28,11 +26,7 @@ ENGLISH_WORDS = {"the", "and", "to", "of", "is", "we", "a", "in", "that", "it", 
 def live() -> Iterator[LiveServer]:
     with LiveServer(api_keys=[KEY], realtime_max_sessions=3,
                     preload=["whisper-base", "piper"]) as server:
-        deadline = time.monotonic() + 300
-        while httpx.get(f"{server.base_url}/ready").status_code != 200:
-            assert time.monotonic() < deadline, "the models did not load"
-            time.sleep(0.1)
-        yield server
+        yield server.wait_ready(300)
 
 
 @pytest.fixture(scope="module")

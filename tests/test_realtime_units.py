@@ -1,5 +1,6 @@
 """The realtime parts that need no model: audio input, streaming VAD, turn detection, the
-agreement between live passes, and the session's buffer limit."""
+agreement between live passes, the session's buffer limit, and speaker segments cut from a
+transcript."""
 
 from __future__ import annotations
 
@@ -13,12 +14,14 @@ from realtime_audio import g711, speech
 
 from voxserve.audio.decode import SAMPLE_RATE
 from voxserve.config import Settings
-from voxserve.domain import Segment
+from voxserve.diarize.pipeline import Turn
+from voxserve.domain import Segment, Word
 from voxserve.errors import InvalidInput
 from voxserve.realtime.audio_in import AudioInput, InputFormat
 from voxserve.realtime.models import resolve_model
 from voxserve.realtime.session import SessionLimits, TranscriptionSession
 from voxserve.realtime.session_config import build_config, default_wire, merge_update
+from voxserve.realtime.speakers import SessionSpeakers
 from voxserve.realtime.transcriber import Agreement, join, pieces_of
 from voxserve.realtime.turns import (
     FRAME,
@@ -191,3 +194,35 @@ def test_updates_are_partial_and_unknown_fields_are_named():
     with pytest.raises(InvalidInput) as unknown:
         build_config(merge_update(wire, {"audio": {"input": {"volume": 3}}}), resolve)
     assert unknown.value.code == "unknown_parameter" and unknown.value.param == "session.audio.input.volume"
+
+
+WORDS = (Word(" Hello.", 0.2, 0.6), Word(" Hi", 1.2, 1.4), Word(" there,", 1.4, 1.7),
+         Word(" friend.", 1.7, 2.1))
+TURNS = [Turn(0.1, 0.9, "A"), Turn(1.1, 2.3, "B")]
+
+
+@pytest.mark.parametrize(("transcript", "first"), [
+    ("Hello. Hi there, friend.", "Hello."),  # the final pass's words
+    ("Hello. Hi there friend!", "Hello."),  # the deltas spelt a word or two differently
+    # A live pass's word that the final pass did not keep: the previous word's speaker.
+    ("Hello. Oh, hi there, friend.", "Hello. Oh,"),
+])
+def test_speaker_segments_cut_the_transcript_itself(transcript, first):
+    speakers = SessionSpeakers(pool=None, diarizer=None)  # segments need no model
+    segments = speakers.segments(transcript, WORDS, TURNS, samples=3 * SAMPLE_RATE)
+    assert "".join(s.text for s in segments) == transcript
+    assert [s.speaker for s in segments] == ["A", "B"]
+    assert segments[0].text == first
+    assert (segments[0].start, segments[0].end) == (0.2, 0.6)
+    assert segments[1].end == 2.1
+    assert speakers.last == "B"
+
+
+def test_a_turn_without_speaker_turns_is_the_speaker_heard_last():
+    speakers = SessionSpeakers(pool=None, diarizer=None)
+    first = speakers.segments("Hello.", WORDS[:1], [], samples=SAMPLE_RATE)
+    assert [(s.speaker, s.text) for s in first] == [("A", "Hello.")]
+    speakers.segments("Hi there, friend.", WORDS[1:], TURNS, samples=3 * SAMPLE_RATE)
+    short = speakers.segments("Yes.", (Word(" Yes.", 0.1, 0.3),), [], samples=SAMPLE_RATE)
+    assert [(s.speaker, s.text, s.start, s.end) for s in short] == [("B", "Yes.", 0.1, 0.3)]
+    assert speakers.segments("", (), [], samples=SAMPLE_RATE) == []

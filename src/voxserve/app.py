@@ -57,7 +57,9 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.include_router(transcriptions.router, dependencies=protected)
     app.include_router(speech.router, dependencies=protected)
     # Realtime transcription sessions (voxserve.realtime): the WebSocket authenticates itself.
-    app.state.realtime = RealtimeHub(settings, services.catalog, services.passes)
+    app.state.realtime = RealtimeHub(
+        settings, services.catalog, services.passes, services.pool
+    )
     app.include_router(realtime.router)
     app.include_router(realtime.secrets_router, dependencies=protected)
     # Realtime translation sessions: the same hub (limits, secrets), plus the speech service.

@@ -79,7 +79,9 @@ async def listen(
 ) -> int:
     out = out or sys.stdout  # looked up per call: a test runner swaps it
     services = build_services(settings)
-    session = RealtimeHub(settings, services.catalog, services.passes).open()
+    session = RealtimeHub(
+        settings, services.catalog, services.passes, services.pool
+    ).open()
     try:
         return await _run(session, source, model, language, wire_format, vad, paced, out)
     finally:

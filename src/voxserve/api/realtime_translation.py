@@ -1,7 +1,7 @@
 """The realtime translation edge: `GET /v1/realtime/translations?model=<id>` and
 `POST /v1/realtime/translations/client_secrets`.
 
-The same edge as live transcription (`voxserve.api.realtime`): the same authentication
+The same edge as live transcription (`voxserve.api.realtime_edge`): the same authentication
 (header, subprotocol, ephemeral secret), session limit, maximum duration and event loop; only
 the session differs (`voxserve.realtime.translation`). The socket closes after
 `session.closed`.
@@ -9,21 +9,13 @@ the session differs (`voxserve.realtime.translation`). The socket closes after
 
 from __future__ import annotations
 
-import logging
 from contextlib import suppress
 
 from fastapi import APIRouter, Request, WebSocket
 
-from voxserve.api.realtime import (
-    POLICY,
-    TRY_LATER,
-    _authenticate,
-    _refuse,
-    _Refused,
-    _serve,
-    read_secret_request,
-)
-from voxserve.errors import InvalidInput, Unavailable
+from voxserve.api.realtime import read_secret_request
+from voxserve.api.realtime_edge import run_socket
+from voxserve.errors import InvalidInput
 from voxserve.realtime.hub import RealtimeHub
 from voxserve.realtime.translation import TranslationSession
 from voxserve.realtime.translation_config import (
@@ -34,57 +26,41 @@ from voxserve.realtime.translation_config import (
     unknown_translation_model,
 )
 
-log = logging.getLogger("voxserve.realtime")
-
 router = APIRouter()  # the WebSocket authenticates itself (header or subprotocol)
 secrets_router = APIRouter()  # behind the usual API-key dependency
 
 
 @router.websocket("/v1/realtime/translations")
 async def realtime_translation(ws: WebSocket) -> None:
-    hub: RealtimeHub = ws.app.state.realtime
-    offered = list(ws.scope.get("subprotocols") or [])
-    chosen = "realtime" if "realtime" in offered else (offered[0] if offered else None)
-    await ws.accept(subprotocol=chosen)
-    try:
-        initial = _authenticate(ws, hub, offered) or {}
-        if initial and initial.get("type") != "translation":
-            raise _Refused(InvalidInput(
-                "This client secret was made for a transcription session: connect to "
-                "/v1/realtime?intent=transcription, or create one with "
-                "POST /v1/realtime/translations/client_secrets.", code="invalid_value",
-            ))
-        models = _models(hub, ws.query_params.get("model") or initial.get("model"))
-        session = hub.admit(lambda: TranslationSession(
-            hub.passes, ws.app.state.tts, models, hub.resolve, hub.limits,
-            hub.settings.realtime_translation_voice, initial, expires_at=hub.expires_at(),
-        ))
-    except _Refused as refused:
-        await _refuse(ws, refused.error, refused.close_code)
-        return
-    except InvalidInput as error:  # the secret's session no longer checks out
-        await _refuse(ws, error, POLICY)
-        return
-    except Unavailable as error:
-        await _refuse(ws, error, TRY_LATER)
-        return
-    try:
-        await _serve(ws, session, hub.settings.realtime_max_session_seconds)
-    finally:
-        hub.release()
-    with suppress(Exception):
-        await ws.close(code=1000)
+    if await run_socket(ws, lambda hub, initial: _open(ws, hub, initial or {})):
+        with suppress(Exception):
+            await ws.close(code=1000)
+
+
+def _open(ws: WebSocket, hub: RealtimeHub, initial: dict) -> TranslationSession:
+    if initial and initial.get("type") != "translation":
+        raise InvalidInput(
+            "This client secret was made for a transcription session: connect to "
+            "/v1/realtime?intent=transcription, or create one with "
+            "POST /v1/realtime/translations/client_secrets.", code="invalid_value",
+        )
+    models = _models(hub, ws.query_params.get("model") or initial.get("model"))
+    # InvalidInput when the secret's session no longer checks out
+    return hub.admit(lambda: TranslationSession(
+        hub.passes, ws.app.state.tts, models, hub.resolve, hub.limits,
+        hub.settings.realtime_translation_voice, initial, expires_at=hub.expires_at(),
+    ))
 
 
 def _models(hub: RealtimeHub, name: str | None) -> TranslationModels:
     if not name:
-        raise _Refused(InvalidInput(
+        raise InvalidInput(
             "Missing required parameter: 'model'. Translation sessions need a model query "
             "parameter.", param="model", code="missing_required_parameter",
-        ))
+        )
     models = resolve_translation_models(hub.catalog, hub.settings, name)
     if models is None:
-        raise _Refused(unknown_translation_model(name))
+        raise unknown_translation_model(name)
     return models
 
 

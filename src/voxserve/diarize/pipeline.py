@@ -50,6 +50,22 @@ class KnownSpeaker:
     embedding: np.ndarray = field(repr=False)
 
 
+@dataclass(frozen=True)
+class Voice:
+    """A speaker as one run of the diarizer heard them: the duration-weighted mean of their
+    runs' embeddings (unit length), over `seconds` of embedded speech."""
+
+    name: str
+    embedding: np.ndarray = field(repr=False)
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Diarization:
+    turns: list[Turn]
+    voices: list[Voice]
+
+
 @dataclass
 class _Piece:
     start: float
@@ -78,17 +94,33 @@ class Diarizer:
         max_speakers: int | None = None,
     ) -> list[Turn]:
         """Speaker turns sorted by start; overlapping speech gives overlapping turns."""
+        return self.diarize_voices(audio, known, min_speakers, max_speakers).turns
+
+    def diarize_voices(
+        self,
+        audio: np.ndarray,
+        known: list[KnownSpeaker] | None = None,
+        min_speakers: int | None = None,
+        max_speakers: int | None = None,
+    ) -> Diarization:
+        """The turns, and the voice of each speaker named in them: what a caller needs to
+        recognise the same speakers in later audio (as known speakers). Speakers that match
+        no known one are named A, B, ... skipping the known names."""
         pieces = self._pieces(audio)
         embedded = [p for p in pieces if p.embedding is not None]
         if not embedded:
-            return []
+            return Diarization([], [])
         labels = self._cluster(embedded, min_speakers, max_speakers)
         for piece, label in zip(embedded, labels, strict=False):
             piece.cluster = int(label)
         _label_short_pieces(pieces)
         names = self._name_clusters(pieces, known or [])
         turns = [Turn(p.start, p.end, names[p.cluster]) for p in pieces]
-        return _merge_turns(sorted(turns, key=lambda t: (t.start, t.end)))
+        voices = []
+        for cluster, name in names.items():
+            members = [p for p in pieces if p.cluster == cluster and p.embedding is not None]
+            voices.append(Voice(name, _centroid(members), sum(p.duration for p in members)))
+        return Diarization(_merge_turns(sorted(turns, key=lambda t: (t.start, t.end))), voices)
 
     def reference_embedding(self, audio: np.ndarray) -> np.ndarray:
         """One embedding for a known speaker's reference clip, from its speech only."""
@@ -220,18 +252,18 @@ class Diarizer:
         if known:
             from scipy.optimize import linear_sum_assignment
 
-            centroids = []
-            for cluster in order:
-                members = [p for p in pieces if p.cluster == cluster and p.embedding is not None]
-                weights = np.array([p.duration for p in members])
-                stacked = np.stack([p.embedding for p in members])
-                centroids.append(_unit((stacked * weights[:, None]).sum(axis=0)))
+            centroids = [
+                _centroid([p for p in pieces if p.cluster == c and p.embedding is not None])
+                for c in order
+            ]
             similarity = np.stack([k.embedding for k in known]) @ np.stack(centroids).T
             rows, cols = linear_sum_assignment(-similarity)
             for r, c in zip(rows, cols, strict=False):
                 if similarity[r, c] >= self.config.match_threshold:
                     names[order[c]] = known[r].name
-        letters = iter(_letters())
+        # A known name that matched nothing still names someone else: never reuse it.
+        taken = {k.name for k in known}
+        letters = (name for name in _letters() if name not in taken)
         for cluster in order:
             if cluster not in names:
                 names[cluster] = next(letters)
@@ -292,6 +324,13 @@ def _merge_turns(turns: list[Turn]) -> list[Turn]:
         last_of[turn.speaker] = len(merged)
         merged.append(turn)
     return merged
+
+
+def _centroid(members: list[_Piece]) -> np.ndarray:
+    """The duration-weighted mean of embedded pieces, unit length."""
+    weights = np.array([p.duration for p in members])
+    stacked = np.stack([p.embedding for p in members])
+    return _unit((stacked * weights[:, None]).sum(axis=0))
 
 
 def _renumber(labels: np.ndarray) -> np.ndarray:

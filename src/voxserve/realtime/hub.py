@@ -10,12 +10,15 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from voxserve.config import Settings
+from voxserve.diarize.wiring import DIARIZER_ID
 from voxserve.errors import Unavailable
 from voxserve.realtime.events import new_id
 from voxserve.realtime.models import resolve_model
 from voxserve.realtime.session import SessionLimits, TranscriptionSession
 from voxserve.realtime.session_config import build_config, default_wire, merge_update
+from voxserve.realtime.speakers import SessionSpeakers
 from voxserve.runtime.catalog import Catalog, PublicModel
+from voxserve.runtime.pool import ModelPool
 from voxserve.stt.passes import DecodePasses
 
 SECRET_PREFIX = "ek_"
@@ -61,10 +64,14 @@ class EphemeralSecrets:
 
 
 class RealtimeHub:
-    def __init__(self, settings: Settings, catalog: Catalog, passes: DecodePasses) -> None:
+    def __init__(
+        self, settings: Settings, catalog: Catalog, passes: DecodePasses,
+        pool: ModelPool | None = None,
+    ) -> None:
         self.settings = settings
         self.catalog = catalog
         self.passes = passes  # where the sessions' decode passes run
+        self._pool = pool  # for the diarizer of diarization models' sessions
         self.secrets = EphemeralSecrets()
         self.active = 0
         self.limits = SessionLimits(
@@ -93,8 +100,16 @@ class RealtimeHub:
     def open(self, initial: dict | None = None) -> TranscriptionSession:
         return self.admit(lambda: TranscriptionSession(
             self.passes, self.resolve, self.limits, initial or default_wire(),
-            expires_at=self.expires_at(),
+            expires_at=self.expires_at(), new_speakers=self._speaker_tracker(),
         ))
+
+    def _speaker_tracker(self) -> Callable[[], SessionSpeakers] | None:
+        """What makes a session's speaker tracker; None when no diarizer is served."""
+        diarizer = self.catalog.spec(DIARIZER_ID)
+        pool = self._pool
+        if pool is None or diarizer is None:
+            return None
+        return lambda: SessionSpeakers(pool, diarizer)
 
     def admit(self, make: Callable[[], S]) -> S:
         """A new session of any kind, counted against the one session limit (released with

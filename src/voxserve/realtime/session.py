@@ -18,32 +18,28 @@ import asyncio
 import logging
 import time
 from collections import deque
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from voxserve.audio.decode import SAMPLE_RATE
+from voxserve.diarize.pipeline import Turn
 from voxserve.domain import Transcript
-from voxserve.errors import InvalidInput, ServiceError, Unavailable, server_error
+from voxserve.errors import InvalidInput, ServiceError, server_error
 from voxserve.formats.transcript import duration_usage
 from voxserve.realtime.audio_in import AudioInput
-from voxserve.realtime.buffer import SampleBuffer
-from voxserve.realtime.events import (
-    TRANSCRIPTION_CLIENT_EVENTS,
-    client_event_id,
-    decode_audio_field,
-    error_event,
-    missing_parameter,
-    new_id,
-    parse_client_event,
-    server_event,
-)
+from voxserve.realtime.events import TRANSCRIPTION_CLIENT_EVENTS, new_id
+from voxserve.realtime.models import labels_speakers
+from voxserve.realtime.session_base import Handler, SessionBase
 from voxserve.realtime.session_config import (
     ModelResolver,
     SessionConfig,
     build_config,
     merge_update,
 )
+from voxserve.realtime.speakers import SessionSpeakers
 from voxserve.realtime.transcriber import (
     PassDecoder,
     PassOptions,
@@ -92,50 +88,37 @@ class _Item:
     samples: np.ndarray | None = None  # set when committed
     committed_at: float = 0.0  # time.monotonic()
     discarded: bool = False
+    speakers: bool = False  # a diarization model's item: speaker segments before .completed
 
 
 @dataclass
-class TranscriptionSession:
+class TranscriptionSession(SessionBase):
     passes: DecodePasses
     resolve_model: ModelResolver
     limits: SessionLimits
     initial: dict  # the wire session it starts with (defaults, or an ephemeral secret's)
-    expires_at: int = 0
-    id: str = field(default_factory=lambda: new_id("sess"))
+    # Makes the session's speaker tracker, for diarization models (None: none served).
+    new_speakers: Callable[[], SessionSpeakers] | None = field(default=None, kw_only=True)
+
+    CLIENT_EVENTS = TRANSCRIPTION_CLIENT_EVENTS
 
     def __post_init__(self) -> None:
-        self.outbox: asyncio.Queue[dict] = asyncio.Queue()
+        super().__post_init__()
         self._wire = self.initial
         self.config: SessionConfig = build_config(self._wire, self.resolve_model)
         self._audio = AudioInput(self.config.format)
-        self._buffer = SampleBuffer()
-        self._vad = StreamingVad()
         self._detector = self._new_detector(0)
         self._open: _Item | None = None
         self._finals: deque[_Item] = deque()
         self._last_item_id: str | None = None
         self._wake = asyncio.Event()
-        self._behind = False
-        self._worker: asyncio.Task | None = None
-        self._closed = False
+        self._speakers: SessionSpeakers | None = None  # made with the first diarized item
+        self._segments = 0  # speaker segments sent: their ids
 
     # -- lifecycle ---------------------------------------------------------------------
 
-    def start(self) -> None:
-        self._send("session.created", session=self.session_object())
-        self._worker = asyncio.create_task(self._work(), name=f"realtime-{self.id}")
-
-    async def close(self) -> None:
-        self._closed = True
-        if self._worker is not None:
-            self._worker.cancel()
-            try:
-                await self._worker
-            except (asyncio.CancelledError, Exception):
-                pass
-
-    async def _gone(self) -> bool:
-        return self._closed
+    def _workers_to_start(self) -> list[tuple[str, Coroutine[Any, Any, None]]]:
+        return [(f"realtime-{self.id}", self._work())]
 
     def session_object(self) -> dict:
         return {"id": self.id, "object": "realtime.transcription_session",
@@ -143,28 +126,16 @@ class TranscriptionSession:
 
     # -- client events -----------------------------------------------------------------
 
-    def receive(self, text: str | bytes) -> None:
-        """Handle one client event; any error becomes an `error` event and the session
-        carries on."""
-        try:
-            event = parse_client_event(text, TRANSCRIPTION_CLIENT_EVENTS)
-            handler = {
-                "session.update": self._update,
-                "input_audio_buffer.append": self._append,
-                "input_audio_buffer.commit": self._commit_by_client,
-                "input_audio_buffer.clear": self._clear,
-            }[event["type"]]
-            handler(event)
-        except ServiceError as error:
-            self.outbox.put_nowait(error_event(error, client_event_id(text)))
-        except Exception:  # a bug must not end the session: say so and go on
-            log.exception("realtime client event failed (session %s)", self.id)
-            self.outbox.put_nowait(error_event(server_error(), client_event_id(text)))
+    def _handlers(self) -> dict[str, Handler]:
+        return {
+            "session.update": self._update,
+            "input_audio_buffer.append": self._append,
+            "input_audio_buffer.commit": self._commit_by_client,
+            "input_audio_buffer.clear": self._clear,
+        }
 
     def _update(self, event: dict) -> None:
-        if "session" not in event:
-            raise missing_parameter("session")
-        wire = merge_update(self._wire, event["session"])
+        wire = merge_update(self._wire, self._session_field(event))
         config = build_config(wire, self.resolve_model)
         old, self.config, self._wire = self.config, config, wire
         if config.format != old.format:
@@ -178,16 +149,12 @@ class TranscriptionSession:
         self._send("session.updated", session=self.session_object())
 
     def _append(self, event: dict) -> None:
-        data = decode_audio_field(event)
-        samples = self._audio.push(data)
         limit = self.limits.max_buffer_seconds
-        if len(self._buffer) + samples.size > limit * SAMPLE_RATE:
-            raise InvalidInput(
-                f"The input audio buffer is full: it holds at most {limit:g} seconds of "
-                "uncommitted audio. Commit or clear it before appending more.",
-                param="audio", code="input_audio_buffer_full",
-            )
-        self._buffer.append(samples)
+        samples = self._take_audio(
+            event, limit,
+            f"The input audio buffer is full: it holds at most {limit:g} seconds of "
+            "uncommitted audio. Commit or clear it before appending more.",
+        )
         if self.config.turn is None:
             return
         for turn_event in self._detector.push(self._vad.push(samples)):
@@ -240,9 +207,12 @@ class TranscriptionSession:
     def _new_item(self, start: int) -> _Item:
         config = self.config
         decoder = PassDecoder(self.passes, config.model, self.id, self._gone)
+        speakers = labels_speakers(config.model) and self.new_speakers is not None
         options = PassOptions(language=config.language, prompt=config.prompt,
-                              logprobs=config.include_logprobs, beam_size=self.limits.beam_size)
-        return _Item(new_id("item"), start, UtteranceTranscriber(decoder, options))
+                              logprobs=config.include_logprobs, beam_size=self.limits.beam_size,
+                              word_timestamps=speakers)
+        return _Item(new_id("item"), start, UtteranceTranscriber(decoder, options),
+                     speakers=speakers)
 
     def _new_detector(self, position: int) -> TurnDetector:
         turn = self.config.turn
@@ -274,23 +244,17 @@ class TranscriptionSession:
 
     def _check_backlog(self) -> None:
         """How far transcripts lag: the committed audio waiting to be decoded, or how long the
-        oldest committed item has waited, whichever is more. Past the limit the client is
-        told once (until the lag has halved); nothing is dropped."""
+        oldest committed item has waited, whichever is more."""
         waiting = sum(i.samples.size for i in self._finals if i.samples is not None)
         lag = waiting / SAMPLE_RATE
         if self._finals:
             lag = max(lag, time.monotonic() - self._finals[0].committed_at)
-        limit = self.limits.max_backlog_seconds
-        if lag > limit and not self._behind:
-            self._behind = True
-            self.outbox.put_nowait(error_event(Unavailable(
-                f"The server cannot keep up with this session: its transcripts are {lag:.0f} "
-                "seconds behind the audio. They will follow, late; send audio no faster than "
-                "real time, or use fewer sessions or a smaller model.",
-                code="server_overloaded",
-            )))
-        elif lag <= limit / 2:
-            self._behind = False
+        self._report_backlog(
+            lag, self.limits.max_backlog_seconds,
+            f"The server cannot keep up with this session: its transcripts are {lag:.0f} "
+            "seconds behind the audio. They will follow, late; send audio no faster than "
+            "real time, or use fewer sessions or a smaller model.",
+        )
 
     # -- decoding ----------------------------------------------------------------------
 
@@ -342,20 +306,21 @@ class TranscriptionSession:
 
     async def _finish(self, item: _Item) -> None:
         assert item.samples is not None
-        started = time.monotonic()
+        # Who spoke is found beside the final pass (the diarizer needs only the audio).
+        turns = self._speaker_turns(item) if item.speakers else None
+        rest = None
         try:
-            rest = await item.transcriber.final_pass(item.samples)
-            log.debug("final pass: %s, %.1f s of audio in %.2f s", item.id,
-                      item.samples.size / SAMPLE_RATE, time.monotonic() - started)
-        except ServiceError as error:
-            self._send_failed(item, error)
-            return
-        except Exception:
-            log.exception("realtime transcription failed (session %s)", self.id)
-            self._send_failed(item, server_error())
+            rest = await self._final_pass(item)
+        finally:
+            if rest is None and turns is not None:  # failed or the session ended
+                turns.cancel()
+        if rest is None:
             return
         self._send_delta(item, rest)
         transcript = item.transcriber.text
+        if turns is not None:
+            with self._errors_as_events("diarization"):
+                await self._send_segments(item, transcript, await turns)
         fields: dict = {}
         if self.config.include_logprobs:
             fields["logprobs"] = _logprobs(item.transcriber.agreement.committed)
@@ -363,6 +328,38 @@ class TranscriptionSession:
                    content_index=0, transcript=transcript, usage=self._usage(item), **fields)
         self._send("conversation.item.done", previous_item_id=item.previous_id,
                    item=_message(item.id, transcript, "completed"))
+
+    async def _final_pass(self, item: _Item) -> list[Piece] | None:
+        """The text the final pass adds; None when it failed (`.failed` is sent)."""
+        assert item.samples is not None
+        started = time.monotonic()
+        try:
+            rest = await item.transcriber.final_pass(item.samples)
+        except ServiceError as error:
+            self._send_failed(item, error)
+            return None
+        except Exception:
+            log.exception("realtime transcription failed (session %s)", self.id)
+            self._send_failed(item, server_error())
+            return None
+        log.debug("final pass: %s, %.1f s of audio in %.2f s", item.id,
+                  item.samples.size / SAMPLE_RATE, time.monotonic() - started)
+        return rest
+
+    def _speaker_turns(self, item: _Item) -> asyncio.Future[list[Turn]]:
+        assert item.samples is not None and self.new_speakers is not None
+        if self._speakers is None:
+            self._speakers = self.new_speakers()
+        return asyncio.ensure_future(self._speakers.turns(item.samples))
+
+    async def _send_segments(self, item: _Item, transcript: str, turns: list[Turn]) -> None:
+        assert item.samples is not None and self._speakers is not None
+        words = item.transcriber.final_words
+        for segment in self._speakers.segments(transcript, words, turns, item.samples.size):
+            self._send("conversation.item.input_audio_transcription.segment", item_id=item.id,
+                       content_index=0, id=f"seg_{self._segments}", text=segment.text,
+                       speaker=segment.speaker, start=segment.start, end=segment.end)
+            self._segments += 1
 
     def _send_delta(self, item: _Item, pieces: list[Piece]) -> None:
         if not pieces:
@@ -388,9 +385,6 @@ class TranscriptionSession:
             output_tokens=item.transcriber.output_tokens,
         )
         return tokens_usage(transcript)
-
-    def _send(self, type_: str, **fields: object) -> None:
-        self.outbox.put_nowait(server_event(type_, **fields))
 
 
 def _ms(samples: int) -> int:

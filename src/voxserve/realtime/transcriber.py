@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from voxserve.audio.decode import MIN_SECONDS, SAMPLE_RATE
-from voxserve.domain import Segment, Task, TokenLogprob
+from voxserve.domain import Segment, Task, TokenLogprob, Word
 from voxserve.errors import ServiceError
 from voxserve.runtime.catalog import PublicModel
 from voxserve.runtime.context import RequestContext
@@ -49,6 +49,16 @@ class Piece:
 
 def join(pieces: list[Piece]) -> str:
     return "".join(p.text for p in pieces)
+
+
+def split_words(text: str) -> list[str]:
+    """Words with their leading white space (text's trailing white space is left out)."""
+    return _WORDS.findall(text)
+
+
+def word_key(text: str) -> str:
+    """A word as passes are compared: lower case, punctuation dropped."""
+    return _norm(text)
 
 
 def ends_sentence(text: str) -> bool:
@@ -185,6 +195,7 @@ class PassOptions:
     logprobs: bool = False
     beam_size: int = 5  # of the final pass; live passes are greedy
     task: Task = "transcribe"  # "translate": Whisper's speech-to-English (live translation)
+    word_timestamps: bool = False  # of the final pass: speaker segments need word times
 
 
 @dataclass(frozen=True)
@@ -193,6 +204,7 @@ class PassResult:
     language: str | None
     output_tokens: int
     prompt_tokens: int
+    words: tuple[Word, ...] = ()  # with times, when the pass asked for them
 
 
 class PassDecoder:
@@ -221,6 +233,7 @@ class PassDecoder:
             language=options.language,
             prompt=options.prompt,
             logprobs=options.logprobs,
+            word_timestamps=options.word_timestamps and final,
             # Live passes are greedy; the final one searches as the file endpoint does. One
             # utterance: nothing to condition on across windows of a long final pass.
             engine_options={"beam_size": options.beam_size if final else 1,
@@ -232,7 +245,9 @@ class PassDecoder:
                              is_disconnected=self._session_gone)
         result = await self._passes.decode(self.model, samples, decode, ctx)
         pieces = pieces_of(result.segments, options.logprobs)
-        return PassResult(pieces, result.language, result.text_tokens, result.prompt_tokens)
+        words = tuple(w for s in result.segments for w in s.words)
+        return PassResult(pieces, result.language, result.text_tokens, result.prompt_tokens,
+                          words)
 
 
 Emit = Callable[[list[Piece]], None]
@@ -251,6 +266,7 @@ class UtteranceTranscriber:
         self.prompt_tokens = 0
         self.latest_text = ""  # the newest live pass's whole text, stable or not
         self.last_pass_seconds = 0.0  # wall time of the newest live pass (set by its runner)
+        self.final_words: tuple[Word, ...] = ()  # the final pass's, when it asked for times
 
     @property
     def text(self) -> str:
@@ -280,6 +296,7 @@ class UtteranceTranscriber:
         rest = self.agreement.finish(result.pieces)
         self.output_tokens = self._decoder_tokens(result)
         self.prompt_tokens = result.prompt_tokens
+        self.final_words = result.words
         return rest
 
     def _decoder_tokens(self, result: PassResult) -> int:

@@ -23,28 +23,20 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import logging
 import math
 import time
-from dataclasses import dataclass, field
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from voxserve.audio.decode import SAMPLE_RATE
 from voxserve.audio.encode import OUTPUT_RATE
-from voxserve.errors import InvalidInput, ServiceError, Unavailable, server_error
+from voxserve.errors import InvalidInput
 from voxserve.realtime.audio_in import AudioInput, InputFormat
-from voxserve.realtime.buffer import SampleBuffer
-from voxserve.realtime.events import (
-    client_event_id,
-    decode_audio_field,
-    error_event,
-    missing_parameter,
-    new_id,
-    parse_client_event,
-    server_event,
-)
 from voxserve.realtime.session import SessionLimits
+from voxserve.realtime.session_base import Handler, SessionBase
 from voxserve.realtime.session_config import ModelResolver
 from voxserve.realtime.transcriber import PassDecoder, PassOptions, join
 from voxserve.realtime.translation_config import (
@@ -54,7 +46,6 @@ from voxserve.realtime.translation_config import (
     merge_translation_update,
 )
 from voxserve.realtime.turns import (
-    StreamingVad,
     TurnConfig,
     TurnCut,
     TurnDetector,
@@ -65,8 +56,6 @@ from voxserve.runtime.catalog import PublicModel
 from voxserve.runtime.context import RequestContext
 from voxserve.stt.passes import DecodePasses
 from voxserve.tts.service import SpeechRequest, TextToSpeech
-
-log = logging.getLogger("voxserve.realtime")
 
 TRANSLATION_CLIENT_EVENTS = (
     "session.update",
@@ -92,7 +81,7 @@ class _Source:
 
 
 @dataclass
-class TranslationSession:
+class TranslationSession(SessionBase):
     passes: DecodePasses
     tts: TextToSpeech
     models: TranslationModels
@@ -100,16 +89,14 @@ class TranslationSession:
     limits: SessionLimits
     default_voice: str
     initial: dict  # the wire session it starts with (empty, or an ephemeral secret's)
-    expires_at: int = 0
-    id: str = field(default_factory=lambda: new_id("sess"))
+
+    CLIENT_EVENTS = TRANSLATION_CLIENT_EVENTS
 
     def __post_init__(self) -> None:
-        self.outbox: asyncio.Queue[dict | None] = asyncio.Queue()
+        super().__post_init__()
         self._wire = self.initial
         self.config: TranslationConfig = self._build(self._wire)
         self._audio = AudioInput(InputFormat())  # 24 kHz PCM16, the only format OpenAI takes
-        self._buffer = SampleBuffer()
-        self._vad = StreamingVad()
         self._turns = TurnConfig()
         self._detector = TurnDetector(self._turns, int(self.limits.max_turn_seconds * SAMPLE_RATE))
         self._open: int | None = None  # where the phrase in progress starts
@@ -117,35 +104,18 @@ class TranslationSession:
         self._speech: asyncio.Queue[tuple[str, int] | None] = asyncio.Queue()
         self._sources: asyncio.Queue[_Source | None] = asyncio.Queue()
         self._waiting = 0  # samples of phrases not yet translated
-        self._behind = False
         self._begun: set[str] = set()  # the text streams that have sent a delta
         self._closing = False
-        self._closed = False
-        self._workers: list[asyncio.Task] = []
 
     # -- lifecycle ---------------------------------------------------------------------
 
-    def start(self) -> None:
-        self._send("session.created", session=self.session_object())
-        self._workers = [
-            asyncio.create_task(self._recognize(), name=f"translate-{self.id}"),
-            asyncio.create_task(self._synthesize(), name=f"speak-{self.id}"),
-            asyncio.create_task(self._transcribe_sources(), name=f"source-{self.id}"),
+    def _workers_to_start(self) -> list[tuple[str, Coroutine[Any, Any, None]]]:
+        # The synthesizer waits for the source worker (the third) before it closes.
+        return [
+            (f"translate-{self.id}", self._recognize()),
+            (f"speak-{self.id}", self._synthesize()),
+            (f"source-{self.id}", self._transcribe_sources()),
         ]
-
-    async def close(self) -> None:
-        """Stop both workers (the edge calls this however the session ended)."""
-        self._closed = True
-        for task in self._workers:
-            task.cancel()
-        for task in self._workers:
-            try:
-                await task
-            except (asyncio.CancelledError, Exception):
-                pass
-
-    async def _gone(self) -> bool:
-        return self._closed
 
     def session_object(self) -> dict:
         return {"id": self.id, "object": "realtime.translation_session", "type": "translation",
@@ -157,24 +127,15 @@ class TranslationSession:
 
     # -- client events -----------------------------------------------------------------
 
-    def receive(self, text: str | bytes) -> None:
-        """Handle one client event; any error becomes an `error` event and the session
-        carries on."""
-        try:
-            event = parse_client_event(text, TRANSLATION_CLIENT_EVENTS)
-            handler = {
-                "session.update": self._update,
-                "session.input_audio_buffer.append": self._append,
-                "session.close": self._close_by_client,
-            }[event["type"]]
-            handler(event)
-        except ServiceError as error:
-            self.outbox.put_nowait(error_event(error, client_event_id(text)))
+    def _handlers(self) -> dict[str, Handler]:
+        return {
+            "session.update": self._update,
+            "session.input_audio_buffer.append": self._append,
+            "session.close": self._close_by_client,
+        }
 
     def _update(self, event: dict) -> None:
-        if "session" not in event:
-            raise missing_parameter("session")
-        update = event["session"]
+        update = self._session_field(event)
         if isinstance(update, dict) and update.get("model") not in (None, self.models.name):
             raise InvalidInput(
                 "The session's model is set when it is created and cannot be changed with "
@@ -185,18 +146,15 @@ class TranslationSession:
         self._send("session.updated", session=self.session_object())
 
     def _append(self, event: dict) -> None:
-        data = decode_audio_field(event)
         if self._closing:
             raise InvalidInput("The session is closing: no more audio is accepted.",
                                code="session_closing")
-        samples = self._audio.push(data)
         limit = self.limits.max_buffer_seconds
-        if len(self._buffer) + samples.size > limit * SAMPLE_RATE:
-            raise InvalidInput(
-                f"The input audio buffer is full: a phrase may hold at most {limit:g} seconds "
-                "of audio.", param="audio", code="input_audio_buffer_full",
-            )
-        self._buffer.append(samples)
+        samples = self._take_audio(
+            event, limit,
+            f"The input audio buffer is full: a phrase may hold at most {limit:g} seconds "
+            "of audio.",
+        )
         for turn in self._detector.push(self._vad.push(samples)):
             if isinstance(turn, TurnStarted):
                 self._open = turn.start
@@ -234,17 +192,12 @@ class TranslationSession:
 
     def _check_backlog(self) -> None:
         seconds = self._waiting / SAMPLE_RATE
-        limit = self.limits.max_backlog_seconds
-        if seconds > limit and not self._behind:
-            self._behind = True
-            self.outbox.put_nowait(error_event(Unavailable(
-                f"The server cannot keep up with this session: {seconds:.0f} seconds of "
-                "speech are waiting to be translated. Their translations will follow, late; "
-                "send audio no faster than real time or use fewer sessions.",
-                code="server_overloaded",
-            )))
-        elif seconds <= limit / 2:
-            self._behind = False
+        self._report_backlog(
+            seconds, self.limits.max_backlog_seconds,
+            f"The server cannot keep up with this session: {seconds:.0f} seconds of "
+            "speech are waiting to be translated. Their translations will follow, late; "
+            "send audio no faster than real time or use fewer sessions.",
+        )
 
     # -- the recognizer: phrase -> English text (and the source text) --------------------
 
@@ -253,16 +206,13 @@ class TranslationSession:
         translate = PassOptions(task="translate", beam_size=TRANSLATE_BEAM)
         while (phrase := await self._phrases.get()) is not None:
             try:
-                result = await decoder.run(phrase.samples, translate, final=True)
-                text = join(result.pieces).strip()
-                if text:
-                    self._send_text("session.output_transcript.delta", text, phrase.elapsed_ms)
-                    self._speech.put_nowait((text, phrase.elapsed_ms))
-            except ServiceError as error:
-                self.outbox.put_nowait(error_event(error))
-            except Exception:
-                log.exception("realtime translation failed (session %s)", self.id)
-                self.outbox.put_nowait(error_event(server_error()))
+                with self._errors_as_events("translation"):
+                    result = await decoder.run(phrase.samples, translate, final=True)
+                    text = join(result.pieces).strip()
+                    if text:
+                        self._send_text("session.output_transcript.delta", text,
+                                        phrase.elapsed_ms)
+                        self._speech.put_nowait((text, phrase.elapsed_ms))
             finally:
                 self._waiting -= phrase.samples.size
                 self._check_backlog()
@@ -274,19 +224,13 @@ class TranslationSession:
         while (source := await self._sources.get()) is not None:
             decoder = PassDecoder(self.passes, source.model, self.id, self._gone)
             options = PassOptions(beam_size=self.limits.beam_size)
-            try:
+            with self._errors_as_events("source transcription"):
                 result = await decoder.run(source.phrase.samples, options, final=True)
-            except ServiceError as error:
-                self.outbox.put_nowait(error_event(error))
-                continue
-            except Exception:
-                log.exception("realtime source transcription failed (session %s)", self.id)
-                self.outbox.put_nowait(error_event(server_error()))
-                continue
-            text = join(result.pieces).strip()
-            if text:
-                self._send("session.input_transcript.delta", delta=self._spaced(text, "input"),
-                           elapsed_ms=source.phrase.elapsed_ms)
+                text = join(result.pieces).strip()
+                if text:
+                    self._send("session.input_transcript.delta",
+                               delta=self._spaced(text, "input"),
+                               elapsed_ms=source.phrase.elapsed_ms)
 
     # -- the synthesizer: English text -> PCM16 deltas -----------------------------------
 
@@ -297,7 +241,7 @@ class TranslationSession:
                                     voice=self.config.voice, response_format="pcm")
             ctx = RequestContext(f"{self.id}-speak-{time.monotonic_ns()}",
                                  is_disconnected=self._gone)
-            try:
+            with self._errors_as_events("speech"):
                 stream = await self.tts.open(request, ctx)
                 try:
                     async for chunk in stream.chunks:
@@ -306,11 +250,6 @@ class TranslationSession:
                                    sample_rate=OUTPUT_RATE, channels=1, elapsed_ms=elapsed)
                 finally:
                     await stream.chunks.aclose()  # type: ignore[attr-defined]
-            except ServiceError as error:
-                self.outbox.put_nowait(error_event(error))
-            except Exception:
-                log.exception("realtime speech failed (session %s)", self.id)
-                self.outbox.put_nowait(error_event(server_error()))
         await self._workers[2]  # the source text of the last phrases, when asked for
         self._send("session.closed")
         self.outbox.put_nowait(None)  # the edge ends the connection
@@ -326,6 +265,3 @@ class TranslationSession:
         said = stream in self._begun
         self._begun.add(stream)
         return f" {text}" if said else text
-
-    def _send(self, type_: str, **fields: object) -> None:
-        self.outbox.put_nowait(server_event(type_, **fields))
