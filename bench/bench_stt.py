@@ -238,6 +238,8 @@ def run_streaming(server: Server, model: str, data: bytes) -> dict:
             if line.startswith('data: {"type":"transcript.text.delta"'):
                 deltas += 1
                 first = first or time.perf_counter() - started
+            elif line.startswith('data: {"type":"error"'):
+                raise RuntimeError(f"the stream ended with {line[6:300]}")
     return {"first_delta_s": round(first or float("nan"), 2),
             "wall_s": round(time.perf_counter() - started, 2), "deltas": deltas}
 
@@ -457,7 +459,8 @@ def rss60(args, model_dir: str, english: list[Clip], with_bare: bool) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="voxserve-bench-"))
     path = tmp / "long60.ogg"
     path.write_bytes(data)
-    server = Server(args.model, args.threads)
+    # An hour can take longer than the default 600 s deadline on a loaded machine.
+    server = Server(args.model, args.threads, {"VOXSERVE_REQUEST_TIMEOUT": "0"})
     try:
         http_text(server.url, english[0], "en", "transcribe")
         streamed = run_streaming(server, args.model, data)
