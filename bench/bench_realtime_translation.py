@@ -19,6 +19,11 @@ Quality: the translated speech of the live session, transcribed back by Whisper
 the text `/v1/audio/translations` returns for the same file; and both, with the live text
 transcript, against OpenAI's whisper-1 translation of the clip (shared recordings). With
 `--source`, the source transcript deltas are scored against `/v1/audio/transcriptions`.
+
+With `--minutes M` instead: the clip repeated (1 s pauses) for M minutes through one live
+session at real-time pace, to see whether a long input keeps up: first-audio latency over all
+phrases and over the last ten (a session falling behind drifts upwards), the lag from the last
+append to `session.closed`, and the server's overload errors.
 The server runs as a subprocess (bench_realtime.start_server) unless `--url` is given. Prints a
 table and, last, one JSON line.
 """
@@ -58,6 +63,7 @@ async def session(url: str, model: str, audio: bytes, paced: bool, source: bool)
 
     ws_url = url.replace("http://", "ws://") + f"/v1/realtime/translations?model={model}"
     first_audio: dict[int, float] = {}
+    first_text: dict[int, float] = {}
     english, source_text, pcm, errors = [], [], [], []
     size = int(24_000 * 2 * CHUNK)
     async with websockets.connect(ws_url, max_size=None) as ws:
@@ -83,6 +89,7 @@ async def session(url: str, model: str, audio: bytes, paced: bool, source: bool)
                 first_audio.setdefault(event["elapsed_ms"], now)
                 pcm.append(base64.b64decode(event["delta"]))
             elif kind == "session.output_transcript.delta":
+                first_text.setdefault(event["elapsed_ms"], now)
                 english.append(event["delta"])
             elif kind == "session.input_transcript.delta":
                 source_text.append(event["delta"])
@@ -92,9 +99,12 @@ async def session(url: str, model: str, audio: bytes, paced: bool, source: bool)
                 break
         await sender
         wall = time.monotonic() - start
-    latencies = [at - (start + (ms - SILENCE_MS) / 1000) for ms, at in first_audio.items()]
-    return {"wall": wall, "latencies": latencies, "english": "".join(english),
-            "source": "".join(source_text), "pcm": b"".join(pcm), "errors": errors}
+    def after_speech(firsts: dict[int, float]) -> list[float]:
+        return [at - (start + (ms - SILENCE_MS) / 1000) for ms, at in firsts.items()]
+
+    latencies, text_latencies = after_speech(first_audio), after_speech(first_text)
+    return {"wall": wall, "latencies": latencies, "text_latencies": text_latencies,
+            "english": "".join(english), "source": "".join(source_text), "pcm": b"".join(pcm), "errors": errors}
 
 
 def wav24(pcm: bytes) -> bytes:
@@ -122,9 +132,18 @@ def main() -> None:
     parser.add_argument("--source", action="store_true",
                         help="also ask for the source transcript (more work per phrase)")
     parser.add_argument("--cache-dir", type=Path, default=ROOT / ".cache" / "models")
+    parser.add_argument("--minutes", type=float,
+                        help="instead: the clip repeated for this long, one live session")
     args = parser.parse_args()
     server = None if args.url else start_server("whisper-base", args.threads, args.cache_dir)
     url = args.url or server.url
+    if args.minutes:
+        try:
+            long_main(args, url)
+        finally:
+            if server is not None:
+                server.close()
+        return
     try:
         clip = CLIP.read_bytes()
         seconds = decode_audio(clip).size / SAMPLE_RATE
@@ -149,6 +168,7 @@ def main() -> None:
         "phrases": len(live["latencies"]),
         "first_audio_p50_s": _round(pct(live["latencies"], 50)),
         "first_audio_p95_s": _round(pct(live["latencies"], 95)),
+        "first_text_p50_s": _round(pct(live["text_latencies"], 50)),
         "loop_rtf": round(fast["wall"] / seconds, 3),
         "file_translation_rtf": round(file_rtf, 3),
         "live_wall_s": round(live["wall"], 1),
@@ -168,6 +188,34 @@ def main() -> None:
     print(f"{'file translation':<28}{reference.strip()[:100]}...")
     print(f"{'live text':<28}{live['english'][:100]}...")
     print(f"{'live speech, heard back':<28}{spoken.strip()[:100]}...")
+    print(json.dumps(result))
+
+
+def long_main(args, url: str) -> None:
+    clip = decode_audio(CLIP.read_bytes())
+    pause = np.zeros(SAMPLE_RATE, np.float32)
+    repeats = max(1, round(args.minutes * 60 / (clip.size / SAMPLE_RATE + 1)))
+    samples = np.concatenate([clip, pause] * repeats)
+    seconds = samples.size / SAMPLE_RATE
+    file_text(url, "translations", CLIP.read_bytes(), CLIP.name)  # models loaded first
+    httpx.post(f"{url}/v1/audio/speech", json={"model": args.model.split(">")[1],
+               "input": "Ready.", "voice": "alloy"}, timeout=120).raise_for_status()
+    live = asyncio.run(session(url, args.model, pcm24(samples), paced=True, source=args.source))
+    latencies = live["latencies"]
+    result = {
+        "model": args.model, "threads": args.threads, "input_seconds": round(seconds, 1),
+        "phrases": len(latencies),
+        "first_audio_p50_s": _round(pct(latencies, 50)),
+        "first_audio_p95_s": _round(pct(latencies, 95)),
+        "first_text_p50_s": _round(pct(live["text_latencies"], 50)),
+        "last10_first_audio_p50_s": _round(pct(latencies[-10:], 50)),
+        "lag_after_input_s": round(live["wall"] - seconds, 1),
+        "output_audio_s": round(len(live["pcm"]) / 48_000, 1),
+        "errors": live["errors"],
+    }
+    print(f"{'measure':<28}value")
+    for key, value in result.items():
+        print(f"{key:<28}{value}")
     print(json.dumps(result))
 
 

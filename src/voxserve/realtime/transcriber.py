@@ -234,6 +234,9 @@ class PassDecoder:
             prompt=options.prompt,
             logprobs=options.logprobs,
             word_timestamps=options.word_timestamps and final,
+            # A session sends text only: an engine may skip segment times (Whisper: a third
+            # cheaper) unless speaker segments need the words' times.
+            segment_times=options.word_timestamps and final,
             # Live passes are greedy; the final one searches as the file endpoint does. One
             # utterance: nothing to condition on across windows of a long final pass.
             engine_options={"beam_size": options.beam_size if final else 1,

@@ -44,11 +44,13 @@ CHUNK_OPTIONS = {
 FRAMES_PER_SECOND = 100  # Whisper's `seek` unit: 10 ms mel frames
 WINDOW_SECONDS = 30.0
 # A plain-text decode (no timestamp tokens) that yields fewer tokens per second of audio than
-# this stopped early: without timestamps nothing shows where, so the stretch is decoded again
-# with them (the pipeline then resumes what the text did not reach). Measured with
-# whisper-base on speech chunks: English 3.3-4.2 tokens/s;
-# a decode that stopped after the first sentence of 25 s, 0.24.
+# this, beyond its first few seconds, stopped early: without timestamps nothing shows where,
+# so the stretch is decoded again with them (the pipeline then resumes what the text did not
+# reach). Measured with whisper-base on speech chunks: English 3.3-4.2 tokens/s; a decode
+# that stopped after the first sentence of 25 s, 0.24. The grace keeps a short answer ("Okay.":
+# two tokens in a 1.5 s live turn) from paying for a second decode.
 MIN_PLAIN_TOKENS_PER_SECOND = 1.5
+PLAIN_GRACE_SECONDS = 3.0
 # Up to this many 30 s windows are tried when the first ones are silent or ambiguous.
 LANGUAGE_DETECTION_WINDOWS = 4
 
@@ -123,7 +125,8 @@ class WhisperEngine:
         if (not options.segment_times and options.task == "transcribe"
                 and not options.word_timestamps and seconds <= WINDOW_SECONDS):
             plain = list(self._decode(samples, options, replace(knobs, without_timestamps=True)))
-            if sum(len(s.tokens) for s in plain) >= MIN_PLAIN_TOKENS_PER_SECOND * seconds:
+            expected = MIN_PLAIN_TOKENS_PER_SECOND * (seconds - PLAIN_GRACE_SECONDS)
+            if sum(len(s.tokens) for s in plain) >= expected:
                 yield from plain
                 return
             log.info("Plain decode of %.1f s stopped early; decoding it with timestamps", seconds)
