@@ -10,7 +10,7 @@ import json
 
 import numpy as np
 import pytest
-from realtime_audio import g711, speech
+from realtime_audio import chunks, g711, pcm24, speech
 
 from voxserve.audio.decode import SAMPLE_RATE
 from voxserve.config import Settings
@@ -34,6 +34,7 @@ from voxserve.realtime.turns import (
     TurnStopped,
 )
 from voxserve.runtime.catalog import Catalog
+from voxserve.stt.passes import DecodePasses, PassDecode
 
 FPS = SAMPLE_RATE / FRAME  # frames per second
 
@@ -226,3 +227,54 @@ def test_a_turn_without_speaker_turns_is_the_speaker_heard_last():
     short = speakers.segments("Yes.", (Word(" Yes.", 0.1, 0.3),), [], samples=SAMPLE_RATE)
     assert [(s.speaker, s.text, s.start, s.end) for s in short] == [("B", "Yes.", 0.1, 0.3)]
     assert speakers.segments("", (), [], samples=SAMPLE_RATE) == []
+
+
+class _NumberingPasses(DecodePasses):
+    """A stand-in for the decode passes: every pass "hears" how many samples it was given, so
+    the transcript tells which decode became the item's."""
+
+    def __init__(self) -> None:
+        self.finals: list[int] = []  # sizes of the final decodes started
+
+    async def decode(self, model, samples, options, ctx) -> PassDecode:
+        if options.engine_options["beam_size"] > 1:
+            self.finals.append(samples.size)
+        await asyncio.sleep(0.02)
+        text = f" Heard {samples.size}."
+        return PassDecode([Segment(0, 0, 0.0, samples.size / SAMPLE_RATE, text)], "en", 0, 2)
+
+    def waiting(self, model_id: str) -> bool:
+        return False
+
+
+async def test_the_final_pass_starts_in_a_pause_and_is_dropped_if_the_speaker_goes_on():
+    settings = Settings(stt_default_model="whisper-tiny.en")
+    catalog = Catalog(settings)
+    passes = _NumberingPasses()
+    session = TranscriptionSession(
+        passes=passes, resolve_model=lambda name: resolve_model(catalog, settings, name),
+        limits=SessionLimits(partial_interval=600.0), initial=default_wire(),  # no live passes
+    )
+    session.start()
+    session.receive(json.dumps({"type": "session.update", "session": {
+        "type": "transcription", "audio": {"input": {"turn_detection": {
+            "type": "server_vad", "silence_duration_ms": 1500}}}}}))
+    # Two sentences 0.4 s apart (with the clips' own quiet edges, under 1.5 s): one turn.
+    samples = speech("arctic_a0007.wav", "arctic_a0007.wav", gap=0.4, tail=2.5)
+    events = []
+    for append in chunks(pcm24(samples), 4800):  # 100 ms each, the worker runs in between
+        session.receive(json.dumps({"type": "input_audio_buffer.append", "audio": append}))
+        await asyncio.sleep(0.03)
+    while not any(e["type"].endswith(".completed") for e in events):
+        events.append(await asyncio.wait_for(session.outbox.get(), 10))
+    await session.close()
+    stopped = next(e for e in events if e["type"] == "input_audio_buffer.speech_stopped")
+    started = next(e for e in events if e["type"] == "input_audio_buffer.speech_started")
+    committed = (stopped["audio_end_ms"] - started["audio_start_ms"]) * SAMPLE_RATE // 1000
+    completed = next(e for e in events if e["type"].endswith(".completed"))
+    heard = int(completed["transcript"].split()[-1].rstrip("."))
+    # The decode started in the pause between the sentences was dropped when speech went on;
+    # the item's is the one started once the second sentence ended, before the turn did.
+    assert len(passes.finals) >= 2 and passes.finals[0] < committed / 2
+    assert committed - 1.5 * SAMPLE_RATE < heard < committed
+    assert sum(1 for e in events if e["type"] == "input_audio_buffer.committed") == 1

@@ -43,6 +43,7 @@ from voxserve.realtime.speakers import SessionSpeakers
 from voxserve.realtime.transcriber import (
     PassDecoder,
     PassOptions,
+    PassResult,
     Piece,
     UtteranceTranscriber,
     ends_sentence,
@@ -89,6 +90,23 @@ class _Item:
     committed_at: float = 0.0  # time.monotonic()
     discarded: bool = False
     speakers: bool = False  # a diarization model's item: speaker segments before .completed
+    voice_end: int | None = None  # set when the VAD ended the turn: its last voiced sample
+    early: _EarlyFinal | None = None
+
+    def drop_early(self) -> None:
+        if self.early is not None:
+            self.early.decode.cancel()
+            self.early = None
+
+
+@dataclass(frozen=True)
+class _EarlyFinal:
+    """A final pass started while the speaker has paused: if the VAD then ends the turn with
+    no more speech, its result is the item's (the audio differs only in trailing silence),
+    and `.completed` follows `speech_stopped` by what is left of the decode, not all of it."""
+
+    decode: asyncio.Future[PassResult]
+    voice_end: int  # the turn's last voiced sample when it started
 
 
 @dataclass
@@ -195,6 +213,10 @@ class TranscriptionSession(SessionBase):
         elif isinstance(turn_event, (TurnStopped, TurnCut)) and self._open is not None:
             end = turn_event.end if isinstance(turn_event, TurnStopped) else turn_event.at
             item, self._open = self._open, None
+            if isinstance(turn_event, TurnStopped):
+                item.voice_end = self._detector.voice_end
+            else:
+                item.drop_early()
             self._send("input_audio_buffer.speech_stopped", item_id=item.id,
                        audio_end_ms=_ms(end))
             self._commit(item, end)
@@ -227,7 +249,14 @@ class TranscriptionSession(SessionBase):
     def _discard_open(self) -> None:
         if self._open is not None:
             self._open.discarded = True
+            self._open.drop_early()
             self._open = None
+
+    async def close(self) -> None:
+        for item in (self._open, *self._finals):
+            if item is not None:
+                item.drop_early()
+        await super().close()
 
     def _commit(self, item: _Item, end: int) -> None:
         item.samples = self._buffer.view(item.start, end).copy()
@@ -274,15 +303,21 @@ class TranscriptionSession(SessionBase):
                 item = self._open
                 if item is None or item.transcriber.failed:
                     break
+                if item.early is not None and item.early.voice_end != self._detector.voice_end:
+                    item.drop_early()  # the speaker went on
+                if self._detector.trailing_silence >= PAUSE:
+                    # The turn may be ending: rather than a live pass, which would only delay
+                    # the final one, start the final pass now on the audio so far.
+                    # (Like live text it gives way to work waiting for the model.)
+                    if item.early is None and not self.passes.waiting(item.transcriber.model_id):
+                        self._start_early_final(item)
+                    break
                 size = self._buffer.end - item.start
                 # A live pass waits for twice its predecessor's duration of new audio: on a
                 # slow or busy machine live passes then take at most a third of the session's
                 # time, and a final pass rarely has to wait behind one.
                 needed = max(interval, int(2 * item.transcriber.last_pass_seconds * SAMPLE_RATE))
                 if size - item.transcriber.decoded_samples < needed or size < FIRST_PASS:
-                    break
-                if self._detector.trailing_silence >= PAUSE:
-                    # The turn may be ending: a live pass now would only delay the final one.
                     break
                 if self.passes.waiting(item.transcriber.model_id):
                     # Live text is optional work: it gives way to anything waiting for the
@@ -329,12 +364,31 @@ class TranscriptionSession(SessionBase):
         self._send("conversation.item.done", previous_item_id=item.previous_id,
                    item=_message(item.id, transcript, "completed"))
 
+    def _start_early_final(self, item: _Item) -> None:
+        samples = self._buffer.view(item.start).copy()
+        decode = asyncio.ensure_future(item.transcriber.final_decode(samples))
+        # Its failure is reported by the final pass that replaces it, or not at all.
+        decode.add_done_callback(lambda f: f.cancelled() or f.exception())
+        item.early = _EarlyFinal(decode, self._detector.voice_end)
+
+    async def _final_decode(self, item: _Item) -> list[Piece]:
+        assert item.samples is not None
+        early, item.early = item.early, None
+        if early is not None and early.voice_end == item.voice_end:
+            try:
+                return item.transcriber.accept_final(await early.decode)
+            except Exception:  # e.g. its deadline: decode the committed audio as usual
+                log.debug("early final pass failed (session %s)", self.id, exc_info=True)
+        elif early is not None:
+            early.decode.cancel()
+        return await item.transcriber.final_pass(item.samples)
+
     async def _final_pass(self, item: _Item) -> list[Piece] | None:
         """The text the final pass adds; None when it failed (`.failed` is sent)."""
         assert item.samples is not None
         started = time.monotonic()
         try:
-            rest = await item.transcriber.final_pass(item.samples)
+            rest = await self._final_decode(item)
         except ServiceError as error:
             self._send_failed(item, error)
             return None

@@ -295,7 +295,15 @@ class UtteranceTranscriber:
         return self.agreement.update(result.pieces)
 
     async def final_pass(self, samples: np.ndarray) -> list[Piece]:
-        result = await self._decoder.run(samples, self.options, final=True)
+        return self.accept_final(await self.final_decode(samples))
+
+    async def final_decode(self, samples: np.ndarray) -> PassResult:
+        """The final pass's decode alone, changing nothing: it may be started early and
+        thrown away (session.py: the turn may be ending)."""
+        return await self._decoder.run(samples, self.options, final=True)
+
+    def accept_final(self, result: PassResult) -> list[Piece]:
+        """The item's text completed by a final decode: what it adds to the deltas sent."""
         rest = self.agreement.finish(result.pieces)
         self.output_tokens = self._decoder_tokens(result)
         self.prompt_tokens = result.prompt_tokens

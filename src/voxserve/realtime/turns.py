@@ -140,6 +140,11 @@ class TurnDetector:
         turn is in progress)."""
         return self.position - self._voice_end if self.speaking else 0
 
+    @property
+    def voice_end(self) -> int:
+        """The end of the last voiced frame of the current (or last) turn."""
+        return self._voice_end
+
     def reset(self, position: int) -> None:
         """Forget any turn in progress (after a commit or clear); frames continue from
         `position`."""
