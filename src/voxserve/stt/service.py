@@ -84,13 +84,14 @@ class SpeechToText(TranscriptionService):
             options = decode_options(req, self._settings)
             block = int(self._settings.block_seconds * SAMPLE_RATE)
             search = min(block // 2, BLOCK_SEARCH_SECONDS * SAMPLE_RATE)
-            # The first block holds what language detection reads, and no more (one window
-            # when the language is known): a stream's first words then wait for that much
-            # audio to be read and cut into chunks, not a whole block. Small blocks cost
-            # nothing more: a block's unfinished last chunk is packed with the next block.
+            # The first block holds what language detection reads, and no more (a stream
+            # whose language is known: one window), so a stream's first words wait for that
+            # much audio to be read and cut into chunks, not a whole block. (A whole response
+            # keeps the longer block: chunks are balanced within a block, and a one-window
+            # block is often cut into two half-empty chunks.)
             capabilities = engine.capabilities
             known = options.language is not None or capabilities.english_only
-            first = int((capabilities.window_seconds if known
+            first = int((capabilities.window_seconds if known and options.streamed
                          else capabilities.language_detection_seconds) * SAMPLE_RATE)
 
             def run():
