@@ -274,3 +274,23 @@ def test_only_a_streamed_request_opens_with_a_short_chunk() -> None:
     list(decode_blocks(whole, blocks_of(samples), DecodeOptions()))
     list(decode_blocks(streamed, blocks_of(samples), DecodeOptions(streamed=True)))
     assert streamed.seconds[0] <= FIRST_CHUNK_SECONDS + 3 < whole.seconds[0]
+
+
+def test_a_finished_result_is_handed_back_before_more_items_are_drawn() -> None:
+    """Drawing the next item may mean reading the next block: the first result must not wait
+    for it."""
+    first_out = threading.Event()
+    drawn_after_first: list[int] = []
+
+    def items() -> Iterator[int]:
+        yield 0
+        for index in range(1, 4):  # later items wait (a slow read) until the first is out
+            assert first_out.wait(timeout=10), "the first result waited for the next draw"
+            drawn_after_first.append(index)
+            yield index
+
+    results = []
+    for item, result in map_in_order(lambda i: i * 10, items(), workers=2):
+        results.append(result)
+        first_out.set()
+    assert results == [0, 10, 20, 30] and drawn_after_first == [1, 2, 3]

@@ -182,7 +182,8 @@ def map_in_order(
     items' order, each as soon as it and all before it are done.
 
     Items are drawn lazily and at most 2 × workers are in flight, so a long file's chunk audio
-    is not all copied at once. Closing the iterator cancels what has not started (what is
+    is not all copied at once; a result that is ready is handed back before more items are
+    drawn. Closing the iterator cancels what has not started (what is
     running finishes first: an engine call cannot be interrupted)."""
     workers = max(1, workers)
     pending: deque[tuple[T, Future[R]]] = deque()
@@ -190,7 +191,10 @@ def map_in_order(
     with ThreadPoolExecutor(workers, thread_name_prefix="chunk") as pool:
         try:
             while True:
-                while len(pending) < 2 * workers:
+                # Fill the pipeline, but hand back a finished head first: drawing an item may
+                # mean reading and cutting the next block, which a stream's first words should
+                # not wait for.
+                while len(pending) < 2 * workers and not (pending and pending[0][1].done()):
                     item = next(todo, _DONE)
                     if item is _DONE:
                         break
