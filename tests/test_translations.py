@@ -40,7 +40,9 @@ def test_verbose_json_is_an_english_translation(french_verbose):
     assert body["task"] == "translate" and body["language"] == "english"
     assert body["duration"] == pytest.approx(42.06, abs=0.05)
     assert english_share(body["text"]) > 0.97
-    for keyword in ("internet", "english", "source code"):
+    # ("source": whisper-base says "source code" or "code source" depending on where the
+    # speech chunks are cut.)
+    for keyword in ("internet", "english", "source"):
         assert keyword in body["text"].lower()
     assert len(body["segments"]) >= 3
     assert body["segments"][-1]["end"] <= body["duration"] + 0.5
