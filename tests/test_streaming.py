@@ -161,4 +161,7 @@ def test_disconnect_stops_decoding_at_the_next_window():
             assert time.monotonic() - left < 60, "the decoder is still running a minute later"
             time.sleep(0.05)
         calls_after_leaving = engine_calls(live.base_url) - calls_when_leaving
-    assert calls_after_leaving <= 8, f"{calls_after_leaving} engine calls after the client left"
+    # Two speech chunks are decoded side by side, and each may finish with a retry (a plain
+    # decode that stopped early is done again with timestamps, or a hotter try): at most 12
+    # calls; the nine chunks left of the file would take 18 or more.
+    assert calls_after_leaving <= 12, f"{calls_after_leaving} engine calls after the client left"

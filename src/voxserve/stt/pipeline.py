@@ -169,7 +169,14 @@ def decode_chunked(
             chunk, options = rest, replace(options, prompt=None)
         return out
 
-    for _, segments in map_in_order(decode, jobs(), capabilities.parallel_chunks):
+    todo = jobs()
+    if options.streamed:
+        # A stream's first (short) chunk is decoded alone, with the whole machine, before the
+        # others start beside it: its words are what the client waits for.
+        first_job = next(todo, None)
+        if first_job is not None:
+            yield from decode(first_job)
+    for _, segments in map_in_order(decode, todo, capabilities.parallel_chunks):
         yield from segments
 
 
