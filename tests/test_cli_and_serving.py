@@ -58,10 +58,12 @@ async def test_transcribe_progress_moves_with_the_seconds_decoded(tmp_path, monk
     settings = Settings(cache_dir=MODEL_CACHE, cpu_threads=2, hf_offline=True)
     code = await cli_transcribe.run_files(
         settings, [audio_path("two_cities.wav")], model="whisper-tiny.en", language="en",
-        response_format="text", output_dir=tmp_path, task="transcribe", prompt=None,
-        extension="txt",
+        # srt: segments with times (json and text decode each 30 s chunk as one segment of
+        # plain text, and the bar moves per chunk)
+        response_format="srt", output_dir=tmp_path, task="transcribe", prompt=None,
+        extension="srt",
     )
-    assert code == 0 and "best of times" in (tmp_path / "two_cities.txt").read_text().lower()
+    assert code == 0 and "best of times" in (tmp_path / "two_cities.srt").read_text().lower()
     announced = seen[0][0]
     assert announced is not None and abs(announced - 44.37) < 0.1  # known before decoding
     steps = [done for _, done in seen[1:] if done is not None]
