@@ -61,9 +61,12 @@ def joined_reference(joined) -> str:
     return normalize(" ".join(reference_texts()[name] for name, _ in joined.placements))
 
 
-def misplaced_clips(body: dict, joined, clips_alone, tolerance: float = 0.5) -> list[str]:
+def misplaced_clips(body: dict, joined, clips_alone, tolerance: float = 1.0) -> list[str]:
     """Clips whose first word, in the joined file, does not start within `tolerance` of where
-    the clip was placed (plus the clip's own lead-in, as measured on the clip alone)."""
+    the clip was placed (plus the clip's own lead-in, as measured on the clip alone). Under
+    the 1.5 s gap between clips: a clip placed in the wrong chunk or block is off by seconds,
+    while Whisper's word times in context move by up to about 0.8 s (cards_002 at 36.52 s
+    for 36.01; beckett at 139.46 for 140.23 when a hotter retry decoded its window)."""
     words = body["words"]
     misplaced = []
     for name, placed in joined.placements:
