@@ -182,7 +182,8 @@ def test_streamed_transcription_leaves_before_the_work_is_done(ray_serve):
     assert working is not None
     deltas = [first, *rest[:-1]]
     done = rest[-1]
-    assert all(d.type == "transcript.text.delta" for d in deltas) and len(deltas) > 3
+    # (json streams decode each speech chunk as one plain segment: a delta per chunk)
+    assert all(d.type == "transcript.text.delta" for d in deltas) and len(deltas) >= 2
     assert done.type == "transcript.text.done"
     assert "".join(d.delta for d in deltas) == done.text
     # The usage is counted on the replica; it crosses with the stream's last item.
