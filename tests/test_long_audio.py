@@ -71,7 +71,9 @@ def misplaced_clips(body: dict, joined, clips_alone, tolerance: float = 1.0) -> 
     misplaced = []
     for name, placed in joined.placements:
         expected = placed + clips_alone[name]["words"][0]["start"]
-        following = [w for w in words if w["start"] >= placed - tolerance]
+        # The clip's words: from its placement on (a word may start a little before it),
+        # never the previous clip's last word, 1.5 s of silence earlier.
+        following = [w for w in words if w["start"] >= placed - 0.3]
         if not following or abs(following[0]["start"] - expected) > tolerance:
             got = following[0]["start"] if following else None
             misplaced.append(f"{name}: expected {expected:.2f}, got {got}")
