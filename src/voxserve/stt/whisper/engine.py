@@ -47,7 +47,6 @@ CHUNK_OPTIONS = {
     "log_prob_threshold": None,
 }
 FRAMES_PER_SECOND = 100  # Whisper's `seek` unit: 10 ms mel frames
-WINDOW_SECONDS = 30.0
 # A plain-text decode (no timestamp tokens) that yields fewer tokens per second of audio than
 # this, beyond its first few seconds, stopped early: without timestamps nothing shows where,
 # so the stretch is decoded again with them (the pipeline then resumes what the text did not
@@ -133,7 +132,8 @@ class WhisperEngine:
         # into blind 30 s windows, and plain translations of short acted lines scored 2.9
         # chrF lower.
         if (not options.segment_times and options.task == "transcribe"
-                and not options.word_timestamps and seconds <= WINDOW_SECONDS):
+                and not options.word_timestamps
+                and seconds <= self.capabilities.window_seconds):
             plain = list(self._decode(samples, options, replace(knobs, without_timestamps=True)))
             expected = MIN_PLAIN_TOKENS_PER_SECOND * (seconds - PLAIN_GRACE_SECONDS)
             if sum(len(s.tokens) for s in plain) >= expected:
