@@ -256,3 +256,45 @@ def test_a_plain_decode_that_stops_early_is_done_again_with_timestamps(whisper_e
         speech, DecodeOptions(language="en", segment_times=False)))
     assert calls == [True, False]
     assert len(" ".join(s.text for s in segments).split()) > 5
+
+
+def test_the_encoder_memo_encodes_a_window_once():
+    from voxserve.stt.whisper.encoder_memo import EncoderMemo
+
+    encoded = []
+    memo = EncoderMemo(lambda f: encoded.append(f.copy()) or f.sum(), capacity=2)
+    a, b, c = (np.full((80, 3000), v, np.float32) for v in (1.0, 2.0, 3.0))
+    assert memo(a) == memo(a.copy()) == a.sum()  # equal bytes, not the same object
+    assert len(encoded) == 1 and memo.hits == 1
+    memo(b)
+    memo(c)  # a is the least recently used of three: evicted
+    memo(a)
+    assert len(encoded) == 4
+    memo(a[:, :1500])  # a different shape is a different window
+    assert len(encoded) == 5
+
+
+def test_a_short_input_of_unknown_language_is_encoded_once():
+    """Detecting the language and decoding the one speech chunk share the chunk's encoding
+    (real whisper-base on 12 s of French): the same text as with the language given, for one
+    encoder pass instead of two."""
+    from voxserve.stt.whisper.loader import load_whisper
+
+    settings = Settings(cache_dir=MODEL_CACHE, cpu_threads=2, hf_offline=True)
+    engine = load_whisper(Catalog(settings).spec("whisper-base"), settings)
+    memo = engine._model.encode
+    encodes = []
+    encode = memo._encode
+    memo._encode = lambda features: encodes.append(1) or encode(features)
+    french = decode_audio(audio_path("audio_french.wav").read_bytes())[: 12 * SAMPLE_RATE]
+    options = DecodeOptions(task="translate", segment_times=False)
+
+    def run(language: str | None) -> tuple[str, str]:
+        items = list(decode_blocks(engine, [AudioBlock(0, french, last=True)],
+                                   replace(options, language=language)))
+        info = next(i for i in items if isinstance(i, DecodeInfo))
+        return info.language, "".join(i.text for i in items if isinstance(i, Segment))
+
+    detected, text = run(None)
+    assert detected == "fr" and len(encodes) == 1 and memo.hits == 1
+    assert run("fr") == ("fr", text)

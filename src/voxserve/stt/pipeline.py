@@ -67,7 +67,7 @@ def decode_blocks(
     first = next(read, None)
     if first is None or first.last and first.samples.size < MIN_SECONDS * SAMPLE_RATE:
         raise audio_too_short()
-    info = identify_language(engine, first.samples, language)
+    info = identify_language(engine, first, options, language)
     yield replace(info, prompt_tokens=engine.count_tokens(options.prompt or ""))
     options = replace(options, language=info.language)
     decode = decode_sequential if options.sequential else decode_chunked
@@ -128,9 +128,7 @@ def decode_chunked(
     all before it are done. A streamed request's first chunk is short, so its first words
     come early."""
     capabilities = engine.capabilities
-    vad = options.chunking
-    cut = {} if vad is None else {"threshold": vad.threshold, "pad_ms": vad.prefix_padding_ms,
-                                  "silence_ms": vad.silence_duration_ms}
+    cut = _cut(options)
     # The engine's chunk defaults under the request's own knobs; the request's VAD settings
     # were spent on the cut.
     chunk_options = replace(
@@ -139,10 +137,10 @@ def decode_chunked(
     )
 
     def jobs() -> Iterator[_ChunkJob]:
-        first = FIRST_CHUNK_SECONDS if options.streamed else None
         opening = True
         for block, chunks in _chunked_blocks(speech_blocks(blocks), cut,
-                                             capabilities.window_seconds, first):
+                                             capabilities.window_seconds,
+                                             _first_chunk_seconds(options)):
             for chunk in chunks:
                 # The request's prompt precedes the first chunk only.
                 job_options = replace(chunk_options, prompt=options.prompt) if opening else \
@@ -178,6 +176,19 @@ def decode_chunked(
             yield from decode(first_job)
     for _, segments in map_in_order(decode, todo, capabilities.parallel_chunks):
         yield from segments
+
+
+def _cut(options: DecodeOptions) -> dict:
+    """How speech is cut into chunks: the request's VAD settings when it gave them."""
+    vad = options.chunking
+    if vad is None:
+        return {}
+    return {"threshold": vad.threshold, "pad_ms": vad.prefix_padding_ms,
+            "silence_ms": vad.silence_duration_ms}
+
+
+def _first_chunk_seconds(options: DecodeOptions) -> float | None:
+    return FIRST_CHUNK_SECONDS if options.streamed else None
 
 
 def _chunked_blocks(
@@ -240,14 +251,34 @@ def shift(segment: Segment, seconds: float) -> Segment:
 
 
 def identify_language(
-    engine: SpeechToTextEngine, samples: np.ndarray, given: str | None
+    engine: SpeechToTextEngine, first: AudioBlock, options: DecodeOptions, given: str | None
 ) -> DecodeInfo:
+    """The request's language, or the one the engine hears in the file's first block."""
     if given is not None:
         return DecodeInfo(given, 1.0)
-    head = samples[: int(engine.capabilities.language_detection_seconds * SAMPLE_RATE)]
+    whole = _only_chunk(engine, first, options)
+    if whole is not None:
+        # Exactly the audio the chunk's decode will encode: the engine can reuse that
+        # encoding (Whisper: stt/whisper/encoder_memo.py), one encoder pass instead of two.
+        return engine.detect_language(whole)
+    head = first.samples[: int(engine.capabilities.language_detection_seconds * SAMPLE_RATE)]
     # Skip silence so a quiet intro does not decide the language; fall back to the raw
     # audio when VAD hears nothing at all.
     regions = speech_regions(head)
     if regions:
         head = np.concatenate([head[s:e] for s, e in regions])
     return engine.detect_language(head)
+
+
+def _only_chunk(
+    engine: SpeechToTextEngine, block: AudioBlock, options: DecodeOptions
+) -> np.ndarray | None:
+    """The samples of the input's one speech chunk, when chunked decoding will decode the
+    whole input as one chunk (a short clip, a live phrase); else None."""
+    window = engine.capabilities.window_seconds
+    if options.sequential or not block.last or block.samples.size > window * SAMPLE_RATE:
+        return None
+    chunks = list(_chunked_blocks([block], _cut(options), window, _first_chunk_seconds(options)))
+    if len(chunks) != 1 or len(chunks[0][1]) != 1:
+        return None
+    return chunks[0][1][0].samples(block.samples)

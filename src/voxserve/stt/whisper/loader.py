@@ -17,6 +17,7 @@ from voxserve.runtime.store import (
     package_dir,
 )
 from voxserve.stt.whisper.batching import BatchingWhisper
+from voxserve.stt.whisper.encoder_memo import EncoderMemo
 from voxserve.stt.whisper.engine import WhisperEngine
 from voxserve.stt.whisper.layout import engine_layout, resolve_device
 
@@ -91,6 +92,8 @@ def load_whisper(
             shared_replicas=layout.workers,
             on_batch=metrics.batch_size.labels(spec.id).observe if metrics else None,
         )
+    # A window encoded to detect its language is not encoded again to decode it.
+    model.encode = EncoderMemo(model.encode)
     load_vad()  # speech chunks are cut by VAD before every decode
     # Speech chunks of one file side by side: one per shared replica on a CPU (a lone chunk
     # still gets the solo engine's every core), and on CUDA enough to fill the merged calls.
