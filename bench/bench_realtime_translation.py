@@ -169,6 +169,8 @@ def main() -> None:
         "first_audio_p50_s": _round(pct(live["latencies"], 50)),
         "first_audio_p95_s": _round(pct(live["latencies"], 95)),
         "first_text_p50_s": _round(pct(live["text_latencies"], 50)),
+        "first_audio_s": [_round(x) for x in live["latencies"]],
+        "first_text_s": [_round(x) for x in live["text_latencies"]],
         "loop_rtf": round(fast["wall"] / seconds, 3),
         "file_translation_rtf": round(file_rtf, 3),
         "live_wall_s": round(live["wall"], 1),

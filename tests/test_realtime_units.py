@@ -278,3 +278,87 @@ async def test_the_final_pass_starts_in_a_pause_and_is_dropped_if_the_speaker_go
     assert len(passes.finals) >= 2 and passes.finals[0] < committed / 2
     assert committed - 1.5 * SAMPLE_RATE < heard < committed
     assert sum(1 for e in events if e["type"] == "input_audio_buffer.committed") == 1
+
+
+class _Speech:
+    """A stand-in speech service: each text is "spoken" as one chunk of its UTF-8 bytes."""
+
+    def __init__(self) -> None:
+        self.texts: list[str] = []
+
+    async def open(self, request, ctx):
+        self.texts.append(request.input)
+
+        async def chunks():
+            yield request.input.encode()
+
+        return type("Stream", (), {"chunks": chunks()})()
+
+
+async def test_a_phrase_is_translated_in_the_pause_and_spoken_lead_first():
+    """The translation starts 200 ms into a pause; when the speaker goes on it is dropped,
+    when the phrase then ends it is the phrase's (one decode, finished before the VAD's
+    500 ms); the English text is spoken opening clause first."""
+    from voxserve.realtime.translation import TranslationSession
+    from voxserve.realtime.translation_config import resolve_translation_models
+    from voxserve.tts.models import register_speech_models
+
+    settings = Settings()
+    catalog = Catalog(settings)
+    register_speech_models(catalog, settings)
+
+    class Translating(_NumberingPasses):
+        async def decode(self, model, samples, options, ctx) -> PassDecode:
+            self.finals.append(samples.size)
+            await asyncio.sleep(0.02)
+            text = f" Heard {samples.size} samples, which is a sentence long enough to cut."
+            return PassDecode([Segment(0, 0, 0.0, 1.0, text)], "fr", 0, 9)
+
+    passes, tts = Translating(), _Speech()
+    session = TranslationSession(
+        passes, tts, resolve_translation_models(catalog, settings, "whisper-base>piper"),
+        lambda name: resolve_model(catalog, settings, name), SessionLimits(), "alloy", {},
+    )
+    session.start()
+    # Two sentences 0.35 s apart (longer than 200 ms, shorter than the VAD's 500 ms): one
+    # phrase. (The clip's speech is 0.4-3.5 s of its 4 s.)
+    sentence = speech("arctic_a0007.wav", lead=0, tail=0)[int(0.4 * SAMPLE_RATE):
+                                                          int(3.5 * SAMPLE_RATE)]
+    silence = np.zeros(int(0.35 * SAMPLE_RATE), np.float32)
+    samples = np.concatenate([silence, sentence, silence, sentence, silence * 5])
+    events = []
+    for append in chunks(pcm24(samples), 4800):  # 100 ms each
+        session.receive(json.dumps({"type": "session.input_audio_buffer.append",
+                                    "audio": append}))
+        await asyncio.sleep(0.03)
+        while not session.outbox.empty():
+            events.append(session.outbox.get_nowait())
+    session.receive(json.dumps({"type": "session.close"}))
+    while not events or events[-1] and events[-1]["type"] != "session.closed":
+        events.append(await asyncio.wait_for(session.outbox.get(), 10))
+    await session.close()
+    texts = [e for e in events if e["type"] == "session.output_transcript.delta"]
+    assert len(texts) == 1
+    phrase = texts[0]["elapsed_ms"] * SAMPLE_RATE // 1000  # where the phrase ended
+    heard = int(texts[0]["delta"].split()[1])
+    # The decode started in the pause between the sentences was dropped; the phrase's was
+    # started on its audio less the VAD's silence, and no decode followed.
+    assert len(passes.finals) == 2 and passes.finals[0] < heard
+    assert phrase - 0.6 * SAMPLE_RATE < heard < phrase - 0.2 * SAMPLE_RATE
+    assert tts.texts == [f"Heard {heard} samples,", "which is a sentence long enough to cut."]
+    spoken = b"".join(base64.b64decode(e["delta"]) for e in events
+                      if e["type"] == "session.output_audio.delta")
+    assert spoken.decode() == "".join(tts.texts)
+
+
+def test_the_lead_of_a_text_ends_at_a_clause_or_a_word():
+    from voxserve.tts.text import split_lead
+
+    assert split_lead("Short one.") == ("Short one.", "")
+    assert split_lead("We distribute as much as the free software, the code source for the "
+                      "model.") == ("We distribute as much as the free software,",
+                                    "the code source for the model.")
+    lead, rest = split_lead("Westburg is a systematic reconnaissance system of the word "
+                            "trained on 680,000 hours of data.")
+    assert lead == "Westburg is a systematic reconnaissance system of the word"
+    assert rest == "trained on 680,000 hours of data."

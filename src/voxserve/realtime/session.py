@@ -214,7 +214,7 @@ class TranscriptionSession(SessionBase):
             end = turn_event.end if isinstance(turn_event, TurnStopped) else turn_event.at
             item, self._open = self._open, None
             if isinstance(turn_event, TurnStopped):
-                item.voice_end = self._detector.voice_end
+                item.voice_end = turn_event.voice_end
             else:
                 item.drop_early()
             self._send("input_audio_buffer.speech_stopped", item_id=item.id,

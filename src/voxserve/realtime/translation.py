@@ -13,6 +13,13 @@ when `audio.input.transcription` is set, a third worker transcribes the phrases 
 event of a phrase carries `elapsed_ms`: the input time (ms since the first sample, in 200 ms
 frames) at which the phrase ended, so a client can line the output up with the input.
 
+A phrase is translated before it has officially ended: once the speaker has paused for 200 ms
+(and nothing else waits for the model), its translation starts on the audio so far; if the VAD
+then ends the phrase with no more speech, that translation is the phrase's (the audio differs
+only in trailing silence), so the VAD's 500 ms of silence and the decode overlap. Its speech
+starts with the text's opening clause (`split_lead`), which Piper speaks in a fraction of the
+time of a whole sentence; the rest follows while the first part plays.
+
 `session.close` flushes: the phrase in progress is ended, everything queued is translated and
 spoken, then `session.closed` is sent. A client that leaves (or any other end) cancels the
 workers; a pass or a sentence in flight is dropped by the scheduler or stops after the
@@ -23,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 import math
 import time
 from collections.abc import Coroutine
@@ -35,10 +43,10 @@ from voxserve.audio.decode import SAMPLE_RATE
 from voxserve.audio.encode import OUTPUT_RATE
 from voxserve.errors import InvalidInput
 from voxserve.realtime.audio_in import AudioInput, InputFormat
-from voxserve.realtime.session import SessionLimits
+from voxserve.realtime.session import PAUSE, SessionLimits
 from voxserve.realtime.session_base import Handler, SessionBase
 from voxserve.realtime.session_config import ModelResolver
-from voxserve.realtime.transcriber import PassDecoder, PassOptions, join
+from voxserve.realtime.transcriber import PassDecoder, PassOptions, PassResult, join
 from voxserve.realtime.translation_config import (
     TranslationConfig,
     TranslationModels,
@@ -56,6 +64,9 @@ from voxserve.runtime.catalog import PublicModel
 from voxserve.runtime.context import RequestContext
 from voxserve.stt.passes import DecodePasses
 from voxserve.tts.service import SpeechRequest, TextToSpeech
+from voxserve.tts.text import split_lead
+
+log = logging.getLogger("voxserve.realtime")
 
 TRANSLATION_CLIENT_EVENTS = (
     "session.update",
@@ -66,12 +77,22 @@ FRAME_MS = 200  # OpenAI's translation frame: elapsed_ms advances in these steps
 # Phrases are translated greedily (with Whisper's temperature fallback when a decode fails its
 # checks): the phrase's speech waits on this pass, and beam search costs several times more.
 TRANSLATE_BEAM = 1
+TRANSLATE = PassOptions(task="translate", beam_size=TRANSLATE_BEAM)
+
+
+@dataclass(frozen=True)
+class _Early:
+    """A phrase's translation started in a pause, and the phrase's last voiced sample then."""
+
+    decode: asyncio.Future[PassResult]
+    voice_end: int
 
 
 @dataclass(frozen=True)
 class _Phrase:
     samples: np.ndarray
     elapsed_ms: int
+    early: asyncio.Future[PassResult] | None = None  # its translation, started in the pause
 
 
 @dataclass(frozen=True)
@@ -106,6 +127,10 @@ class TranslationSession(SessionBase):
         self._waiting = 0  # samples of phrases not yet translated
         self._begun: set[str] = set()  # the text streams that have sent a delta
         self._closing = False
+        self._translator = PassDecoder(self.passes, self.models.translator, self.id,
+                                       self._gone)
+        self._early: _Early | None = None  # of the phrase in progress
+        self._early_decodes: set[asyncio.Future] = set()  # every one not finished yet
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -116,6 +141,11 @@ class TranslationSession(SessionBase):
             (f"speak-{self.id}", self._synthesize()),
             (f"source-{self.id}", self._transcribe_sources()),
         ]
+
+    async def close(self) -> None:
+        for decode in list(self._early_decodes):
+            decode.cancel()
+        await super().close()
 
     def session_object(self) -> dict:
         return {"id": self.id, "object": "realtime.translation_session", "type": "translation",
@@ -158,32 +188,65 @@ class TranslationSession(SessionBase):
         for turn in self._detector.push(self._vad.push(samples)):
             if isinstance(turn, TurnStarted):
                 self._open = turn.start
-            elif isinstance(turn, (TurnStopped, TurnCut)) and self._open is not None:
-                end = turn.end if isinstance(turn, TurnStopped) else turn.at
-                self._end_phrase(end)
-                if isinstance(turn, TurnCut):  # the same speech goes on as a new phrase
-                    self._open = end
+            elif isinstance(turn, TurnStopped) and self._open is not None:
+                self._end_phrase(turn.end, turn.voice_end)
+            elif isinstance(turn, TurnCut) and self._open is not None:
+                self._drop_early()  # cut inside speech: the early audio is not the phrase's
+                self._end_phrase(turn.at, None)
+                self._open = turn.at  # the same speech goes on as a new phrase
         if self._open is None:
             # Between phrases only the prefix padding can still become part of one.
             padding = self._turns.prefix_padding_ms * SAMPLE_RATE // 1000
             self._buffer.drop_before(self._detector.position - padding - 1024)
+        else:
+            self._translate_in_pause()
+
+    def _translate_in_pause(self) -> None:
+        """Start the open phrase's translation once the speaker has paused, unless the
+        recognizer is busy or other work waits for the model (it would only be delayed)."""
+        voice_end = self._detector.voice_end
+        if self._early is not None and self._early.voice_end != voice_end:
+            self._drop_early()  # the speaker went on
+        if (self._early is not None or self._detector.trailing_silence < PAUSE
+                or self._waiting or self.passes.waiting(self.models.translator.spec.id)):
+            return
+        assert self._open is not None
+        samples = self._buffer.view(self._open).copy()
+        decode = asyncio.ensure_future(self._translator.run(samples, TRANSLATE, final=True))
+        # Its failure is met by translating the phrase again, or not at all.
+        decode.add_done_callback(lambda f: f.cancelled() or f.exception())
+        self._early_decodes.add(decode)
+        decode.add_done_callback(self._early_decodes.discard)
+        self._early = _Early(decode, voice_end)
+
+    def _drop_early(self) -> None:
+        if self._early is not None:
+            log.debug("early translation dropped: the speaker went on (session %s)", self.id)
+            self._early.decode.cancel()
+            self._early = None
 
     def _close_by_client(self, event: dict) -> None:
         if self._closing:
             return
         self._closing = True
         if self._open is not None:
-            self._end_phrase(self._buffer.end)
+            self._end_phrase(self._buffer.end, self._detector.voice_end)
         self._phrases.put_nowait(None)  # the workers finish what is queued, then close
         self._sources.put_nowait(None)
 
-    def _end_phrase(self, end: int) -> None:
+    def _end_phrase(self, end: int, voice_end: int | None) -> None:
+        """The open phrase ends at `end`; `voice_end`: its last voiced sample, when known (an
+        early translation started since is the phrase's)."""
         assert self._open is not None
         samples = self._buffer.view(self._open, end).copy()
         self._buffer.drop_before(end)
         self._open = None
         elapsed = math.ceil(end * 1000 / SAMPLE_RATE / FRAME_MS) * FRAME_MS
-        phrase = _Phrase(samples, elapsed)
+        early, self._early = self._early, None
+        if early is not None and early.voice_end != voice_end:
+            early.decode.cancel()
+            early = None
+        phrase = _Phrase(samples, elapsed, early.decode if early is not None else None)
         self._phrases.put_nowait(phrase)
         if self.config.transcriber is not None:
             self._sources.put_nowait(_Source(phrase, self.config.transcriber))
@@ -202,12 +265,10 @@ class TranslationSession(SessionBase):
     # -- the recognizer: phrase -> English text (and the source text) --------------------
 
     async def _recognize(self) -> None:
-        decoder = PassDecoder(self.passes, self.models.translator, self.id, self._gone)
-        translate = PassOptions(task="translate", beam_size=TRANSLATE_BEAM)
         while (phrase := await self._phrases.get()) is not None:
             try:
                 with self._errors_as_events("translation"):
-                    result = await decoder.run(phrase.samples, translate, final=True)
+                    result = await self._translate(phrase)
                     text = join(result.pieces).strip()
                     if text:
                         self._send_text("session.output_transcript.delta", text,
@@ -217,6 +278,16 @@ class TranslationSession(SessionBase):
                 self._waiting -= phrase.samples.size
                 self._check_backlog()
         self._speech.put_nowait(None)
+
+    async def _translate(self, phrase: _Phrase) -> PassResult:
+        if phrase.early is not None:
+            log.debug("phrase at %d ms: translated in the pause (session %s)",
+                      phrase.elapsed_ms, self.id)
+            try:
+                return await phrase.early
+            except Exception:  # e.g. its deadline: translate the phrase as usual
+                log.debug("early translation failed (session %s)", self.id, exc_info=True)
+        return await self._translator.run(phrase.samples, TRANSLATE, final=True)
 
     async def _transcribe_sources(self) -> None:
         """The source text, on a worker of its own: it is optional, so the translation of the
@@ -237,22 +308,29 @@ class TranslationSession(SessionBase):
     async def _synthesize(self) -> None:
         while (said := await self._speech.get()) is not None:
             text, elapsed = said
-            request = SpeechRequest(model=self.models.speaker, input=text,
-                                    voice=self.config.voice, response_format="pcm")
-            ctx = RequestContext(f"{self.id}-speak-{time.monotonic_ns()}",
-                                 is_disconnected=self._gone)
             with self._errors_as_events("speech"):
-                stream = await self.tts.open(request, ctx)
-                try:
-                    async for chunk in stream.chunks:
-                        self._send("session.output_audio.delta",
-                                   delta=base64.b64encode(chunk).decode(), format="pcm16",
-                                   sample_rate=OUTPUT_RATE, channels=1, elapsed_ms=elapsed)
-                finally:
-                    await stream.chunks.aclose()  # type: ignore[attr-defined]
+                # The opening clause alone first: its audio starts sooner, and the rest is
+                # spoken while it plays.
+                for part in split_lead(text):
+                    if part:
+                        await self._speak(part, elapsed)
         await self._workers[2]  # the source text of the last phrases, when asked for
         self._send("session.closed")
         self.outbox.put_nowait(None)  # the edge ends the connection
+
+    async def _speak(self, text: str, elapsed: int) -> None:
+        request = SpeechRequest(model=self.models.speaker, input=text,
+                                voice=self.config.voice, response_format="pcm")
+        ctx = RequestContext(f"{self.id}-speak-{time.monotonic_ns()}",
+                             is_disconnected=self._gone)
+        stream = await self.tts.open(request, ctx)
+        try:
+            async for chunk in stream.chunks:
+                self._send("session.output_audio.delta",
+                           delta=base64.b64encode(chunk).decode(), format="pcm16",
+                           sample_rate=OUTPUT_RATE, channels=1, elapsed_ms=elapsed)
+        finally:
+            await stream.chunks.aclose()  # type: ignore[attr-defined]
 
     # -- events ------------------------------------------------------------------------
 

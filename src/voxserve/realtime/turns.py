@@ -96,6 +96,9 @@ class TurnStarted:
 @dataclass(frozen=True)
 class TurnStopped:
     end: int  # last sample of the item (after the silence that ended it)
+    # The end of its last voiced frame. (The detector's `voice_end` moves on when a new turn
+    # starts in the same push.)
+    voice_end: int
 
 
 @dataclass(frozen=True)
@@ -176,7 +179,7 @@ class TurnDetector:
             elif end - self._voice_end >= self._silence_needed():
                 self.speaking = False
                 self._idle_since = end
-                events.append(TurnStopped(end))
+                events.append(TurnStopped(end, self._voice_end))
                 continue
             if end - self._start >= self._max_turn:
                 cut = self._quietest(end)
