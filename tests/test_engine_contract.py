@@ -258,20 +258,25 @@ def test_a_plain_decode_that_stops_early_is_done_again_with_timestamps(whisper_e
     assert len(" ".join(s.text for s in segments).split()) > 5
 
 
-def test_the_encoder_memo_encodes_a_window_once():
+def test_the_encoder_memo_hands_a_kept_encoding_to_its_next_use_only():
     from voxserve.stt.whisper.encoder_memo import EncoderMemo
 
     encoded = []
     memo = EncoderMemo(lambda f: encoded.append(f.copy()) or f.sum(), capacity=2)
     a, b, c = (np.full((80, 3000), v, np.float32) for v in (1.0, 2.0, 3.0))
-    assert memo(a) == memo(a.copy()) == a.sum()  # equal bytes, not the same object
-    assert len(encoded) == 1 and memo.hits == 1
-    memo(b)
-    memo(c)  # a is the least recently used of three: evicted
     memo(a)
+    memo(a)  # not kept: encoded again
+    assert len(encoded) == 2 and memo.hits == 0
+    with memo.keeping():
+        memo(a)
+    assert memo(a.copy()) == a.sum()  # equal bytes, not the same object: the kept output
+    assert len(encoded) == 3 and memo.hits == 1
+    memo(a)  # used once, forgotten: a later request sending the same audio encodes it
     assert len(encoded) == 4
-    memo(a[:, :1500])  # a different shape is a different window
-    assert len(encoded) == 5
+    with memo.keeping():
+        memo(a), memo(b), memo(c)  # a is the oldest of three: forgotten
+    memo(a), memo(b), memo(c[:, :1500])  # a different shape is a different window
+    assert len(encoded) == 9 and memo.hits == 2
 
 
 def test_a_short_input_of_unknown_language_is_encoded_once():

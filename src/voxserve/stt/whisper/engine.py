@@ -23,6 +23,7 @@ from voxserve.audio.decode import SAMPLE_RATE
 from voxserve.domain import Segment, TokenLogprob, Word
 from voxserve.stt.engine import DecodeInfo, DecodeOptions, EngineCapabilities, VadSettings
 from voxserve.stt.whisper.batching import BatchingWhisper
+from voxserve.stt.whisper.encoder_memo import EncoderMemo
 from voxserve.stt.whisper.tokens import token_bytes
 
 log = logging.getLogger("voxserve.stt")
@@ -112,7 +113,7 @@ class WhisperEngine:
         # The first window as `transcribe` cuts it from the same audio (its features less the
         # last frame): the decode that follows finds that window's encoding in the memo.
         features = self._model.feature_extractor(head)[..., :-1]
-        with self._batching():
+        with self._batching(), self._keeping_encodings():
             language, probability, all_probs = self._model.detect_language(
                 features=features, language_detection_segments=LANGUAGE_DETECTION_WINDOWS,
                 language_detection_threshold=0.5,
@@ -123,6 +124,10 @@ class WhisperEngine:
     def transcribe(self, samples: np.ndarray, options: DecodeOptions) -> Iterator[Segment]:
         with self._batching():
             yield from self._transcribe(samples, options)
+
+    def _keeping_encodings(self) -> AbstractContextManager:
+        memo = self._model.encode
+        return memo.keeping() if isinstance(memo, EncoderMemo) else nullcontext()
 
     def _batching(self) -> AbstractContextManager:
         model = self._model.model
