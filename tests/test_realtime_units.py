@@ -236,7 +236,7 @@ class _NumberingPasses(DecodePasses):
     def __init__(self) -> None:
         self.finals: list[int] = []  # sizes of the final decodes started
 
-    async def decode(self, model, samples, options, ctx) -> PassDecode:
+    async def decode(self, model, samples, options, ctx, *, optional=False) -> PassDecode:
         if options.engine_options["beam_size"] > 1:
             self.finals.append(samples.size)
         await asyncio.sleep(0.02)
@@ -280,6 +280,45 @@ async def test_the_final_pass_starts_in_a_pause_and_is_dropped_if_the_speaker_go
     assert sum(1 for e in events if e["type"] == "input_audio_buffer.committed") == 1
 
 
+async def test_a_live_pass_waits_while_a_final_pass_or_another_live_pass_is_under_way():
+    """The scheduler's slots outnumber the cores, so the passes themselves keep live text
+    from competing with final passes: a seam test with a scheduler stand-in whose admission
+    blocks until released."""
+    from contextlib import asynccontextmanager
+
+    from voxserve.runtime.context import RequestContext
+    from voxserve.stt.passes import ScheduledPasses
+
+    gate = asyncio.Event()
+
+    class Holding:
+        def queued(self, model_id: str) -> int:
+            return 0
+
+        @asynccontextmanager
+        async def admit(self, spec, ctx):
+            await gate.wait()
+            raise RuntimeError("admitted")  # the pass itself is not this test's business
+            yield
+
+    settings = Settings()
+    model = resolve_model(Catalog(settings), settings, "whisper-1")
+    passes = ScheduledPasses(Holding())  # type: ignore[arg-type]
+    model_id = model.spec.id
+    assert passes.optional_may_start(model_id)
+    for optional in (False, True):
+        task = asyncio.ensure_future(passes.decode(model, np.zeros(1), None, RequestContext(),
+                                                   optional=optional))
+        await asyncio.sleep(0)
+        assert not passes.optional_may_start(model_id)
+        assert passes.optional_may_start("another-model")
+        gate.set()
+        with pytest.raises(RuntimeError, match="admitted"):
+            await task
+        gate.clear()
+        assert passes.optional_may_start(model_id)
+
+
 class _Speech:
     """A stand-in speech service: each text is "spoken" as one chunk of its UTF-8 bytes."""
 
@@ -308,7 +347,7 @@ async def test_a_phrase_is_translated_in_the_pause_and_spoken_lead_first():
     register_speech_models(catalog, settings)
 
     class Translating(_NumberingPasses):
-        async def decode(self, model, samples, options, ctx) -> PassDecode:
+        async def decode(self, model, samples, options, ctx, *, optional=False) -> PassDecode:
             self.finals.append(samples.size)
             await asyncio.sleep(0.02)
             text = f" Heard {samples.size} samples, which is a sentence long enough to cut."

@@ -70,10 +70,11 @@ class RemoteDecodePasses(DecodePasses):
 
     async def decode(
         self, model: PublicModel, samples: np.ndarray, options: DecodeOptions,
-        ctx: RequestContext,
+        ctx: RequestContext, *, optional: bool = False,
     ) -> PassDecode:
         remote = self._models.for_spec(model.spec, ctx)
-        return await remote.call("decode_pass", model, samples, options, Call.from_context(ctx))
+        return await remote.call("decode_pass", model, samples, options, Call.from_context(ctx),
+                                 optional)
 
     def waiting(self, model_id: str) -> bool:
         # The replicas' queues are not visible from here without a call per pass; each

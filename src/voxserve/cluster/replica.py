@@ -52,9 +52,11 @@ class ModelServer:
         return await service.transcribe(req, call.context())
 
     async def decode_pass(
-        self, model: PublicModel, samples: np.ndarray, options: DecodeOptions, call: Call
+        self, model: PublicModel, samples: np.ndarray, options: DecodeOptions, call: Call,
+        optional: bool = False,
     ) -> PassDecode:
-        return await self._services.passes.decode(model, samples, options, call.context())
+        return await self._services.passes.decode(model, samples, options, call.context(),
+                                                  optional=optional)
 
     async def speak(
         self, req: SpeechRequest, call: Call

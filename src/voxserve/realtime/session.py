@@ -319,10 +319,10 @@ class TranscriptionSession(SessionBase):
                 needed = max(interval, int(2 * item.transcriber.last_pass_seconds * SAMPLE_RATE))
                 if size - item.transcriber.decoded_samples < needed or size < FIRST_PASS:
                     break
-                if self.passes.waiting(item.transcriber.model_id):
-                    # Live text is optional work: it gives way to anything waiting for the
-                    # model (other sessions' final passes, file uploads). The next append
-                    # tries again.
+                if not self.passes.optional_may_start(item.transcriber.model_id):
+                    # Live text is optional work: it gives way to final passes (this
+                    # session's or others') and to anything queued for the model. The next
+                    # append tries again.
                     break
                 samples = self._buffer.view(item.start).copy()
                 started = loop.time()

@@ -246,7 +246,9 @@ class PassDecoder:
         # session opened, and it is dropped before the engine if the session has ended.
         ctx = RequestContext(f"{self._session_id}-pass-{time.monotonic_ns()}",
                              is_disconnected=self._session_gone)
-        result = await self._passes.decode(self.model, samples, decode, ctx)
+        # A live pass is optional: it gives way to final passes (stt/passes.py).
+        result = await self._passes.decode(self.model, samples, decode, ctx,
+                                           optional=not final)
         pieces = pieces_of(result.segments, options.logprobs)
         words = tuple(w for s in result.segments for w in s.words)
         return PassResult(pieces, result.language, result.text_tokens, result.prompt_tokens,

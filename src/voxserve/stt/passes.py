@@ -10,6 +10,9 @@ where the model is loaded (`cluster/proxies.py`) without the sessions knowing.
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,17 +38,24 @@ class PassDecode:
 
 
 class DecodePasses:
-    """What live sessions need of speech-to-text."""
+    """What live sessions need of speech-to-text.
+
+    A pass is *optional* when nothing is lost if it never runs (a live pass: its text only
+    comes sooner); the others (final passes, translations) are *required*."""
 
     async def decode(
         self, model: PublicModel, samples: np.ndarray, options: DecodeOptions,
-        ctx: RequestContext,
+        ctx: RequestContext, *, optional: bool = False,
     ) -> PassDecode:
         raise NotImplementedError
 
     def waiting(self, model_id: str) -> bool:
-        """Whether other work waits for the model (optional work then gives way)."""
+        """Whether other work waits for the model (speculative work then gives way)."""
         raise NotImplementedError
+
+    def optional_may_start(self, model_id: str) -> bool:
+        """Whether an optional pass may start now without slowing required work."""
+        return not self.waiting(model_id)
 
 
 class ScheduledPasses(DecodePasses):
@@ -53,8 +63,17 @@ class ScheduledPasses(DecodePasses):
 
     def __init__(self, scheduler: Scheduler) -> None:
         self._scheduler = scheduler
+        # Passes queued or running, per model and kind ("required" / "optional").
+        self._under_way: Counter[tuple[str, str]] = Counter()
 
     async def decode(
+        self, model: PublicModel, samples: np.ndarray, options: DecodeOptions,
+        ctx: RequestContext, *, optional: bool = False,
+    ) -> PassDecode:
+        with self._counted(model.spec.id, "optional" if optional else "required"):
+            return await self._decode(model, samples, options, ctx)
+
+    async def _decode(
         self, model: PublicModel, samples: np.ndarray, options: DecodeOptions,
         ctx: RequestContext,
     ) -> PassDecode:
@@ -77,3 +96,21 @@ class ScheduledPasses(DecodePasses):
 
     def waiting(self, model_id: str) -> bool:
         return self._scheduler.queued(model_id) > 0
+
+    def optional_may_start(self, model_id: str) -> bool:
+        # The scheduler has slots to spare (several per core), so a pass admitted beside
+        # another shares the cores with it: live passes of several sessions, started while
+        # a final pass runs, made that final pass wait for text nobody needed yet. One
+        # optional pass at a time, and only while no required pass is under way and no
+        # request is queued.
+        return (not self.waiting(model_id)
+                and self._under_way[model_id, "required"] == 0
+                and self._under_way[model_id, "optional"] == 0)
+
+    @contextmanager
+    def _counted(self, model_id: str, kind: str) -> Iterator[None]:
+        self._under_way[model_id, kind] += 1
+        try:
+            yield
+        finally:
+            self._under_way[model_id, kind] -= 1
