@@ -49,12 +49,16 @@ CHUNK_OPTIONS = {
 }
 FRAMES_PER_SECOND = 100  # Whisper's `seek` unit: 10 ms mel frames
 # A plain-text decode (no timestamp tokens) that yields fewer tokens per second of audio than
-# this, beyond its first few seconds, stopped early: without timestamps nothing shows where,
-# so the stretch is decoded again with them (the pipeline then resumes what the text did not
-# reach). Measured with whisper-base on speech chunks: English 3.3-4.2 tokens/s; a decode
-# that stopped after the first sentence of 25 s, 0.24. The grace keeps a short answer ("Okay.":
+# this, beyond its first few seconds, stopped early or skipped speech: without timestamps
+# nothing shows where, so the stretch is decoded again with them (the pipeline then resumes
+# what the text did not reach). Measured beyond the grace: speech chunks (VAD cut the silence
+# out) of the 16 English clips of the shared set and the test fixtures, 4.1-6.5 tokens/s with
+# tiny.en; a whole clip with its pauses (beckett.wav, 10 s), 2.58 with tiny.en and base.
+# Decodes that lost speech: one that stopped after the first sentence of 25 s, 0.24; tiny.en
+# skipping the last 10 s (short bursts of a quoted line) of a 26.7 s chunk, 2.11. A false
+# alarm costs a second decode, a miss loses words. The grace keeps a short answer ("Okay.":
 # two tokens in a 1.5 s live turn) from paying for a second decode.
-MIN_PLAIN_TOKENS_PER_SECOND = 1.5
+MIN_PLAIN_TOKENS_PER_SECOND = 2.3
 PLAIN_GRACE_SECONDS = 3.0
 # Up to this many 30 s windows are tried when the first ones are silent or ambiguous.
 LANGUAGE_DETECTION_WINDOWS = 4
