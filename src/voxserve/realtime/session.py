@@ -41,9 +41,9 @@ from voxserve.realtime.session_config import (
 )
 from voxserve.realtime.speakers import SessionSpeakers
 from voxserve.realtime.transcriber import (
+    EarlyDecode,
     PassDecoder,
     PassOptions,
-    PassResult,
     Piece,
     UtteranceTranscriber,
     ends_sentence,
@@ -91,22 +91,14 @@ class _Item:
     discarded: bool = False
     speakers: bool = False  # a diarization model's item: speaker segments before .completed
     voice_end: int | None = None  # set when the VAD ended the turn: its last voiced sample
-    early: _EarlyFinal | None = None
+    # The final pass started in a pause: `.completed` then follows `speech_stopped` by what
+    # is left of the decode, not all of it.
+    early: EarlyDecode | None = None
 
     def drop_early(self) -> None:
         if self.early is not None:
-            self.early.decode.cancel()
+            self.early.cancel()
             self.early = None
-
-
-@dataclass(frozen=True)
-class _EarlyFinal:
-    """A final pass started while the speaker has paused: if the VAD then ends the turn with
-    no more speech, its result is the item's (the audio differs only in trailing silence),
-    and `.completed` follows `speech_stopped` by what is left of the decode, not all of it."""
-
-    decode: asyncio.Future[PassResult]
-    voice_end: int  # the turn's last voiced sample when it started
 
 
 @dataclass
@@ -303,7 +295,7 @@ class TranscriptionSession(SessionBase):
                 item = self._open
                 if item is None or item.transcriber.failed:
                     break
-                if item.early is not None and item.early.voice_end != self._detector.voice_end:
+                if item.early is not None and not item.early.holds(self._detector.voice_end):
                     item.drop_early()  # the speaker went on
                 if self._detector.trailing_silence >= PAUSE:
                     # The turn may be ending: rather than a live pass, which would only delay
@@ -366,21 +358,19 @@ class TranscriptionSession(SessionBase):
 
     def _start_early_final(self, item: _Item) -> None:
         samples = self._buffer.view(item.start).copy()
-        decode = asyncio.ensure_future(item.transcriber.final_decode(samples))
-        # Its failure is reported by the final pass that replaces it, or not at all.
-        decode.add_done_callback(lambda f: f.cancelled() or f.exception())
-        item.early = _EarlyFinal(decode, self._detector.voice_end)
+        item.early = EarlyDecode.start(item.transcriber.final_decode(samples),
+                                       self._detector.voice_end)
 
     async def _final_decode(self, item: _Item) -> list[Piece]:
         assert item.samples is not None
         early, item.early = item.early, None
-        if early is not None and early.voice_end == item.voice_end:
+        if early is not None and early.holds(item.voice_end):
             try:
                 return item.transcriber.accept_final(await early.decode)
             except Exception:  # e.g. its deadline: decode the committed audio as usual
                 log.debug("early final pass failed (session %s)", self.id, exc_info=True)
         elif early is not None:
-            early.decode.cancel()
+            early.cancel()
         return await item.transcriber.final_pass(item.samples)
 
     async def _final_pass(self, item: _Item) -> list[Piece] | None:

@@ -16,6 +16,7 @@ session asked for logprobs, so the logprob tokens spell the deltas exactly.
 
 from __future__ import annotations
 
+import asyncio
 import difflib
 import re
 import time
@@ -205,6 +206,31 @@ class PassResult:
     output_tokens: int
     prompt_tokens: int
     words: tuple[Word, ...] = ()  # with times, when the pass asked for them
+
+
+@dataclass(frozen=True)
+class EarlyDecode:
+    """A required decode started while the speaker has paused, before the VAD has ended the
+    turn (or phrase): if the turn then ends with its last voiced sample unchanged, its result
+    is the turn's (the audio differs only in trailing silence), so the VAD's silence and the
+    decode overlap. Live transcription and live translation both start one."""
+
+    decode: asyncio.Future[PassResult]
+    voice_end: int  # the turn's last voiced sample when it started
+
+    @classmethod
+    def start(cls, run: Awaitable[PassResult], voice_end: int) -> EarlyDecode:
+        decode = asyncio.ensure_future(run)
+        # Its failure is met by decoding the turn again, or not at all.
+        decode.add_done_callback(lambda f: f.cancelled() or f.exception())
+        return cls(decode, voice_end)
+
+    def holds(self, voice_end: int | None) -> bool:
+        """Whether this decode is of the turn whose last voiced sample is `voice_end`."""
+        return self.voice_end == voice_end
+
+    def cancel(self) -> None:
+        self.decode.cancel()
 
 
 class PassDecoder:

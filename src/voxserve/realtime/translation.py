@@ -46,7 +46,13 @@ from voxserve.realtime.audio_in import AudioInput, InputFormat
 from voxserve.realtime.session import PAUSE, SessionLimits
 from voxserve.realtime.session_base import Handler, SessionBase
 from voxserve.realtime.session_config import ModelResolver
-from voxserve.realtime.transcriber import PassDecoder, PassOptions, PassResult, join
+from voxserve.realtime.transcriber import (
+    EarlyDecode,
+    PassDecoder,
+    PassOptions,
+    PassResult,
+    join,
+)
 from voxserve.realtime.translation_config import (
     TranslationConfig,
     TranslationModels,
@@ -79,14 +85,6 @@ FRAME_MS = 200  # OpenAI's translation frame: elapsed_ms advances in these steps
 # lost 0.09 chrF against OpenAI's translation where beam 5 loses 0.02 (docs/benchmarks.md).
 TRANSLATE_BEAM = 5
 TRANSLATE = PassOptions(task="translate", beam_size=TRANSLATE_BEAM)
-
-
-@dataclass(frozen=True)
-class _Early:
-    """A phrase's translation started in a pause, and the phrase's last voiced sample then."""
-
-    decode: asyncio.Future[PassResult]
-    voice_end: int
 
 
 @dataclass(frozen=True)
@@ -130,7 +128,7 @@ class TranslationSession(SessionBase):
         self._closing = False
         self._translator = PassDecoder(self.passes, self.models.translator, self.id,
                                        self._gone)
-        self._early: _Early | None = None  # of the phrase in progress
+        self._early: EarlyDecode | None = None  # of the phrase in progress
         self._early_decodes: set[asyncio.Future] = set()  # every one not finished yet
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -192,7 +190,7 @@ class TranslationSession(SessionBase):
             elif isinstance(turn, TurnStopped) and self._open is not None:
                 self._end_phrase(turn.end, turn.voice_end)
             elif isinstance(turn, TurnCut) and self._open is not None:
-                self._drop_early()  # cut inside speech: the early audio is not the phrase's
+                # Cut inside speech: no early translation is the phrase's.
                 self._end_phrase(turn.at, None)
                 self._open = turn.at  # the same speech goes on as a new phrase
         if self._open is None:
@@ -206,24 +204,22 @@ class TranslationSession(SessionBase):
         """Start the open phrase's translation once the speaker has paused, unless the
         recognizer is busy or other work waits for the model (it would only be delayed)."""
         voice_end = self._detector.voice_end
-        if self._early is not None and self._early.voice_end != voice_end:
+        if self._early is not None and not self._early.holds(voice_end):
             self._drop_early()  # the speaker went on
         if (self._early is not None or self._detector.trailing_silence < PAUSE
                 or self._waiting or self.passes.waiting(self.models.translator.spec.id)):
             return
         assert self._open is not None
         samples = self._buffer.view(self._open).copy()
-        decode = asyncio.ensure_future(self._translator.run(samples, TRANSLATE, final=True))
-        # Its failure is met by translating the phrase again, or not at all.
-        decode.add_done_callback(lambda f: f.cancelled() or f.exception())
-        self._early_decodes.add(decode)
-        decode.add_done_callback(self._early_decodes.discard)
-        self._early = _Early(decode, voice_end)
+        self._early = EarlyDecode.start(self._translator.run(samples, TRANSLATE, final=True),
+                                        voice_end)
+        self._early_decodes.add(self._early.decode)
+        self._early.decode.add_done_callback(self._early_decodes.discard)
 
     def _drop_early(self) -> None:
         if self._early is not None:
             log.debug("early translation dropped: the speaker went on (session %s)", self.id)
-            self._early.decode.cancel()
+            self._early.cancel()
             self._early = None
 
     def _close_by_client(self, event: dict) -> None:
@@ -244,8 +240,8 @@ class TranslationSession(SessionBase):
         self._open = None
         elapsed = math.ceil(end * 1000 / SAMPLE_RATE / FRAME_MS) * FRAME_MS
         early, self._early = self._early, None
-        if early is not None and early.voice_end != voice_end:
-            early.decode.cancel()
+        if early is not None and not early.holds(voice_end):
+            early.cancel()
             early = None
         phrase = _Phrase(samples, elapsed, early.decode if early is not None else None)
         self._phrases.put_nowait(phrase)

@@ -62,7 +62,6 @@ MIN_PLAIN_TOKENS_PER_SECOND = 2.3
 PLAIN_GRACE_SECONDS = 3.0
 # Up to this many 30 s windows are tried when the first ones are silent or ambiguous.
 LANGUAGE_DETECTION_WINDOWS = 4
-WINDOW_SAMPLES = 30 * SAMPLE_RATE
 
 
 @dataclass(frozen=True)
@@ -113,7 +112,7 @@ class WhisperEngine:
         # Inside a decode's brackets like transcribe: a lone detection then runs on the solo
         # engine with every core, not on a one-thread shared replica (1.3 s per encode
         # instead of 0.7 with whisper-base on 2 cores).
-        head = samples[: LANGUAGE_DETECTION_WINDOWS * WINDOW_SAMPLES]
+        head = samples[: int(self.capabilities.language_detection_seconds * SAMPLE_RATE)]
         # The first window as `transcribe` cuts it from the same audio (its features less the
         # last frame): the decode that follows finds that window's encoding in the memo.
         features = self._model.feature_extractor(head)[..., :-1]
