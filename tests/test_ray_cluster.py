@@ -169,15 +169,19 @@ def test_translation_with_a_multilingual_model(ray_serve):
 
 def test_streamed_transcription_leaves_before_the_work_is_done(ray_serve):
     names = [n for n in reference_texts() if n.startswith("sense_and")]
-    joined = join_clips(names * 2)
+    joined = join_clips(names * 4)  # about two minutes: seconds of decoding after the first
     with ray_serve.sdk() as client:
         stream = client.audio.transcriptions.create(
             model="gpt-4o-mini-transcribe", file=("long.wav", joined.wav), stream=True
         )
         events = iter(stream)
         first = next(events)
-        # The first delta is here while a Whisper replica is still decoding the file.
-        working = _busy_replica(ray_serve, WHISPER)
+        # The first delta is here while a Whisper replica is still decoding the file. Asked
+        # more than once: /health reaches replicas through Ray's router, which prefers the
+        # idle one, so one asking can miss the busy replica.
+        working, asked_until = None, time.monotonic() + 5
+        while working is None and time.monotonic() < asked_until:
+            working = _busy_replica(ray_serve, WHISPER)
         rest = list(events)
     assert working is not None
     deltas = [first, *rest[:-1]]
