@@ -55,6 +55,27 @@ def test_a_batched_result_equals_the_unbatched_result(alone):
         assert together[name]["words"] == alone[name]["words"], name
 
 
+def _text(base_url: str, name: str, response_format: str) -> str:
+    response = httpx.post(
+        f"{base_url}/v1/audio/transcriptions",
+        files={"file": (name, audio_path(name).read_bytes())},
+        data={"model": TINY, "response_format": response_format}, timeout=300,
+    )
+    assert response.status_code == 200, response.text
+    return response.json()["text"]
+
+
+def test_plain_text_and_timestamped_decodes_arriving_together_each_get_their_own_result():
+    # json decodes without timestamp tokens (one task token more after <|startoftranscript|>),
+    # verbose_json with them: CTranslate2 refuses to merge the two kinds into one call.
+    formats = ["json", "verbose_json"] * (len(CLIPS) // 2)
+    with LiveServer(max_batch_size=8, batch_window_ms=500) as live:
+        with ThreadPoolExecutor(len(CLIPS)) as pool:
+            together = list(pool.map(lambda a: _text(live.base_url, *a), zip(CLIPS, formats)))
+        alone = [_text(live.base_url, n, f) for n, f in zip(CLIPS, formats, strict=True)]
+    assert together == alone
+
+
 class _DoublingModel:
     """Stands in for CTranslate2 in the merge logic's unit tests: doubles its input and
     records the batch sizes it saw."""

@@ -9,7 +9,9 @@ each caller its own row of the output.
 Rules that keep this honest:
 - Only calls with identical options are merged (beam size, temperature, length limits…), and
   `generate` calls only when their prompts put `<|startoftranscript|>` at the same position
-  (CTranslate2 requires it; truncating one request's previous text would change its result).
+  and as many task tokens after it (CTranslate2 requires both; truncating one request's
+  previous text would change its result; a plain-text decode has one task token more,
+  `<|notimestamps|>`, than a timestamped one).
   In practice: the first window of every file (all short clips) batches freely, later windows
   of long files batch when their carried context happens to be equally long.
 - At most one batch per CTranslate2 replica runs at a time; the others queue in arrival order
@@ -119,9 +121,10 @@ class BatchingWhisper:
         if len(prompts) != 1 or options.get("asynchronous") or features.device != "cpu":
             return self._model.generate(features, prompts, **options)
         prompt = list(prompts[0])
-        # Previous-text tokens come before <|startoftranscript|>; its position must match.
+        # Previous-text tokens come before <|startoftranscript|>, task tokens (language, task,
+        # <|notimestamps|>) after it: CTranslate2 needs both counts equal across a batch.
         sot_at = prompt.index(self._sot) if self._sot in prompt else len(prompt)
-        key = ("generate", sot_at, _freeze(options))
+        key = ("generate", sot_at, len(prompt) - sot_at, _freeze(options))
         return [self._join(key, (np.asarray(features), prompt), self._generate_batch(options))]
 
     # -- merging ---------------------------------------------------------------------------
