@@ -68,11 +68,11 @@ def _text(base_url: str, name: str, response_format: str) -> str:
 def test_plain_text_and_timestamped_decodes_arriving_together_each_get_their_own_result():
     # json decodes without timestamp tokens (one task token more after <|startoftranscript|>),
     # verbose_json with them: CTranslate2 refuses to merge the two kinds into one call.
-    formats = ["json", "verbose_json"] * (len(CLIPS) // 2)
+    requests = list(zip(CLIPS, ["json", "verbose_json"] * (len(CLIPS) // 2), strict=True))
     with LiveServer(max_batch_size=8, batch_window_ms=500) as live:
-        with ThreadPoolExecutor(len(CLIPS)) as pool:
-            together = list(pool.map(lambda a: _text(live.base_url, *a), zip(CLIPS, formats)))
-        alone = [_text(live.base_url, n, f) for n, f in zip(CLIPS, formats, strict=True)]
+        with ThreadPoolExecutor(len(requests)) as pool:
+            together = list(pool.map(lambda r: _text(live.base_url, *r), requests))
+        alone = [_text(live.base_url, *r) for r in requests]
     assert together == alone
 
 

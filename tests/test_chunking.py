@@ -309,7 +309,7 @@ def test_a_finished_result_is_handed_back_before_more_items_are_drawn() -> None:
             yield index
 
     results = []
-    for item, result in map_in_order(lambda i: i * 10, items(), workers=2):
+    for _, result in map_in_order(lambda i: i * 10, items(), workers=2):
         results.append(result)
         first_out.set()
     assert results == [0, 10, 20, 30] and drawn_after_first == [1, 2, 3]
