@@ -6,7 +6,9 @@
     python bench/bench_stt.py --soak 1000             # RSS after 100 and after 1000 requests
 
 Workloads (--only): `long` the 16 English clips of ../shared/audio/en joined with 1 s silences
-(144 s, WER against transcripts.tsv); `other` acted Czech (or Dutch) lines of Debian's
+(144 s, WER against transcripts.tsv), and again with three shuffled orders of the clips (4
+files, one corpus WER: one file's WER depends on where its chunks are cut), each also with
+`chunking_strategy=auto` ("vox auto"); `other` acted Czech (or Dutch) lines of Debian's
 fillets-ng-data-cs/-nl joined to --other-minutes (WER against the game's own text); `short` the
 16 English clips one at a time; `clients` them twice over from 1 and from --clients clients;
 `mixed` 8 short-clip clients with and without a long file decoding at the same time (p95);
@@ -45,7 +47,14 @@ from voxserve.runtime.catalog import Catalog  # noqa: E402
 from voxserve.stt.whisper.loader import resolve_whisper_source  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "bench"))
-from stt_data import Clip, english_clips, fillets_clips, join, spread  # noqa: E402
+from stt_data import (  # noqa: E402
+    Clip,
+    english_clips,
+    fillets_clips,
+    join,
+    shuffled_joins,
+    spread,
+)
 
 
 def short_clips() -> list[tuple[str, bytes, float]]:
@@ -300,9 +309,12 @@ class BareEngines:
         return " ".join(s.text.strip() for s in segments)
 
 
-def http_text(url: str, clip: Clip, language: str | None, task: str) -> str:
+def http_text(url: str, clip: Clip, language: str | None, task: str,
+              chunking: str | None = None) -> str:
     path = "transcriptions" if task == "transcribe" else "translations"
     fields = {"model": "whisper-1"}
+    if chunking:
+        fields["chunking_strategy"] = chunking
     if language and task == "transcribe":
         fields["language"] = language
     response = httpx.post(f"{url}/v1/audio/{path}", files={"file": ("a.wav", clip.wav)},
@@ -381,6 +393,8 @@ def table_main(args, model_dir: str) -> None:
     workloads = []
     if "long" in only:
         workloads.append(("long en 1 request", [long_en], "en", "transcribe", en_wer([long_en])))
+        orders = [long_en, *shuffled_joins(english)]
+        workloads.append(("long en 4 orders", orders, "en", "transcribe", en_wer(orders)))
     if "other" in only:
         long_other = join(other, f"long-{args.other_lang}", gap_seconds=0.5,
                           min_seconds=args.other_minutes * 60)
@@ -407,6 +421,11 @@ def table_main(args, model_dir: str) -> None:
                 texts, stats = timed(lambda c, la=language, ta=task: http_text(
                     server.url, c, la, ta), clips)
                 row(workload, "voxserve", stats, texts, **score(texts))
+            for workload, clips, language, task, score in workloads:
+                if workload.startswith("long en"):  # OpenAI's `auto` VAD cut, for the WER goal
+                    texts, stats = timed(lambda c: http_text(
+                        server.url, c, "en", "transcribe", chunking="auto"), clips)
+                    row(workload, "vox auto", stats, texts, **score(texts))
             short = lambda c: http_text(server.url, c, "en", "transcribe")  # noqa: E731
             if "clients" in only:
                 jobs = english * 2
