@@ -264,9 +264,12 @@ class PassDecoder:
             # cheaper) unless speaker segments need the words' times.
             segment_times=options.word_timestamps and final,
             # Live passes are greedy; the final one searches as the file endpoint does. One
-            # utterance: nothing to condition on across windows of a long final pass.
+            # utterance: nothing to condition on across windows of a long final pass. A turn is
+            # retried hotter only when its text repeats itself: a retry for a low
+            # log-probability would double a pass's latency, on every mumbled turn.
             engine_options={"beam_size": options.beam_size if final else 1,
-                            "condition_on_previous_text": False},
+                            "condition_on_previous_text": False,
+                            "log_prob_threshold": None},
         )
         # Each pass is a request of its own: its deadline counts from now, not from when the
         # session opened, and it is dropped before the engine if the session has ended.

@@ -30,22 +30,22 @@ log = logging.getLogger("voxserve.stt")
 
 # Whisper's temperature fallback: start greedy, retry hotter when a window looks wrong.
 FALLBACK_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
-# A speech chunk's bounded fallback: audio that three tries cannot fix, six do not either
-# (acted Czech clips were re-decoded up to six times, slower than real time); faster-whisper
-# keeps the best-of result (highest average log-probability) when every try fails.
-CHUNK_FALLBACK_TEMPERATURES = (0.0, 0.4, 0.8)
+# A speech chunk's bounded fallback: Whisper's two tests (the text repeats itself, or its
+# average log-probability is under -1) and its best-of choice when every try fails (highest
+# average log-probability), with three tries instead of six, and hot ones: what fixes a hard
+# line is a sample far from the greedy text; the 0.2 steps mostly find the greedy text again.
+# 40 acted Czech lines translated one at a time, whisper-base, chrF over repeated runs (sampling
+# moves one run by up to 1.4): Whisper's six temperatures 18.87 (2 runs) at 1.1x real time;
+# these three 18.64 (5 runs) at 1.9x; (0.0, 0.2, 0.4) 17.84 (3 runs) at 1.8x; (0.0, 0.4, 0.8)
+# retried for repeated text only 18.15 (5 runs) at 3.1x.
+CHUNK_FALLBACK_TEMPERATURES = (0.0, 0.6, 1.0)
 # How Whisper decodes one speech chunk (stt/pipeline.py): the chunk is independent speech of at
 # most one window, so no text is carried between its windows (the chunks of a file cannot see
 # each other's text either, and carried text is how a hallucination repeats), and the fallback
-# is bounded.
-# A chunk is retried hotter only when its text repeats itself (compression ratio), which
-# sampling does fix, not merely for a low average log-probability, which on hard audio it
-# rarely does: 40 acted Czech lines translated one at a time took 206 s with that retry and
-# 169 s without, at the same chrF (18.74 and 18.84; sampling moves it by about 1 between runs).
+# is bounded. (Live passes turn the log-probability retry off: realtime/transcriber.py.)
 CHUNK_OPTIONS = {
     "condition_on_previous_text": False,
     "fallback_temperatures": CHUNK_FALLBACK_TEMPERATURES,
-    "log_prob_threshold": None,
 }
 FRAMES_PER_SECOND = 100  # Whisper's `seek` unit: 10 ms mel frames
 # A plain-text decode (no timestamp tokens) that yields fewer tokens per second of audio than
