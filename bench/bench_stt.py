@@ -421,7 +421,6 @@ def table_main(args, model_dir: str) -> None:
                 texts, stats = timed(lambda c, la=language, ta=task: http_text(
                     server.url, c, la, ta), clips)
                 row(workload, "voxserve", stats, texts, **score(texts))
-            for workload, clips, language, task, score in workloads:
                 if workload.startswith("long en"):  # OpenAI's `auto` VAD cut, for the WER goal
                     texts, stats = timed(lambda c: http_text(
                         server.url, c, "en", "transcribe", chunking="auto"), clips)

@@ -6,6 +6,7 @@ game's Czech text and English subtitles. The Debian packages are GPL-2: they are
 from __future__ import annotations
 
 import io
+import random
 import re
 import subprocess
 import tempfile
@@ -76,8 +77,6 @@ def join(clips: list[Clip], name: str, gap_seconds: float = 1.0,
 def shuffled_joins(clips: list[Clip], seeds: tuple[int, ...] = (1, 2, 3)) -> list[Clip]:
     """The clips joined as `join` does, once per seed in a shuffled order: the same speech cut
     into other chunk layouts (one file's WER moves by 0.04 with its layout)."""
-    import random
-
     out = []
     for seed in seeds:
         order = clips[:]

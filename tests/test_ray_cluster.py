@@ -179,9 +179,8 @@ def test_streamed_transcription_leaves_before_the_work_is_done(ray_serve):
         # The first delta is here while a Whisper replica is still decoding the file. Asked
         # more than once: /health reaches replicas through Ray's router, which prefers the
         # idle one, so one asking can miss the busy replica.
-        working, asked_until = None, time.monotonic() + 5
-        while working is None and time.monotonic() < asked_until:
-            working = _busy_replica(ray_serve, WHISPER)
+        working = _wait(lambda: _busy_replica(ray_serve, WHISPER), "a busy Whisper replica",
+                        patience=5)
         rest = list(events)
     assert working is not None
     deltas = [first, *rest[:-1]]
