@@ -13,6 +13,7 @@ import pytest
 from realtime_audio import chunks, g711, pcm24, speech
 
 from voxserve.audio.decode import SAMPLE_RATE
+from voxserve.audio.vad import StreamingVad
 from voxserve.config import Settings
 from voxserve.diarize.pipeline import Turn
 from voxserve.domain import Segment, Word
@@ -26,7 +27,6 @@ from voxserve.realtime.transcriber import Agreement, join, pieces_of
 from voxserve.realtime.turns import (
     FRAME,
     IdleTimeout,
-    StreamingVad,
     TurnConfig,
     TurnCut,
     TurnDetector,

@@ -1,24 +1,31 @@
 """Where speech is: Silero VAD (the ONNX model that ships with faster-whisper, run on
-onnxruntime) over 16 kHz mono samples. Used by the speech-to-text pipeline to skip silence
-before language detection, by the speech gate, and to cut speech chunks.
+onnxruntime) over 16 kHz mono samples.
 
-faster-whisper's thresholds and padding decide where speech is; only how its model is run
-differs: it scores 10,000 of Silero's 32 ms windows (5.3 minutes of audio) in one onnxruntime
-call, whose activations were the largest transient of a long file's decode (a 10-minute block:
-+165 MB for VAD alone, 204 MB at peak with the block). `BoundedSilero` scores the same windows
-VAD_WINDOWS_PER_CALL at a time, carrying the model's state across calls as faster-whisper
-carries it across its own, so the probabilities are the same."""
+- `speech_regions`: the regions of a stretch of audio, as faster-whisper finds them (its
+  thresholds and padding). Used by the speech-to-text pipeline to skip silence before language
+  detection, by the speech gate, and to cut speech chunks.
+- `StreamingVad`: the probability of each 32 ms frame as samples arrive (live turns,
+  realtime/turns.py), the model's recurrent state carried between pushes.
+
+faster-whisper scores 10,000 frames (5.3 minutes of audio) in one onnxruntime call, whose
+activations were the largest transient of a long file's decode (a 10-minute block: +165 MB for
+VAD alone, 204 MB at peak with the block). `speech_regions` hands faster-whisper a scorer that
+pushes the audio through a `StreamingVad` VAD_WINDOWS_PER_CALL frames at a time: the state
+carried from call to call as faster-whisper carries it, so the probabilities are the same.
+"""
 
 from __future__ import annotations
 
 from functools import cache
+from typing import Any
 
 import numpy as np
 
-# Silero windows scored per onnxruntime call (32 s of audio): no slower than 10,000.
+FRAME = 512  # Silero's frame at 16 kHz: 32 ms
+CONTEXT = 64  # samples of the previous frame the model sees before each frame
+# Frames scored per onnxruntime call for a whole stretch (32 s of audio): no slower than
+# faster-whisper's 10,000.
 VAD_WINDOWS_PER_CALL = 1000
-WINDOW_SAMPLES = 512  # Silero's window at 16 kHz
-CONTEXT_SAMPLES = 64  # the end of the previous window, prepended to each
 
 SpeechRegion = tuple[int, int]  # [start, end) in samples
 
@@ -34,7 +41,7 @@ def speech_regions(
     them, unless given)."""
     from faster_whisper.vad import VadOptions, get_speech_timestamps
 
-    _bounded_model()
+    _install_bounded_scorer()
     options = VadOptions(
         threshold=threshold, min_silence_duration_ms=min_silence_ms, speech_pad_ms=pad_ms
     )
@@ -44,40 +51,60 @@ def speech_regions(
 def load_vad() -> None:
     """Load Silero's model now (it is cached for the process): chunked decoding runs VAD before
     the engine's first call, and a request should not pay for the load."""
-    _bounded_model()
+    _install_bounded_scorer()
+
+
+class StreamingVad:
+    """Speech probability of each 32 ms frame, as samples arrive: each sample is looked at
+    once however the audio is split."""
+
+    def __init__(self) -> None:
+        self._h = np.zeros((1, 1, 128), dtype=np.float32)
+        self._c = np.zeros((1, 1, 128), dtype=np.float32)
+        self._context = np.zeros(CONTEXT, dtype=np.float32)
+        self._pending = np.zeros(0, dtype=np.float32)
+
+    def push(self, samples: np.ndarray) -> np.ndarray:
+        data = np.concatenate([self._pending, samples]) if self._pending.size else samples
+        whole = data.size // FRAME * FRAME
+        self._pending = data[whole:].copy()
+        if whole == 0:
+            return np.zeros(0, dtype=np.float32)
+        frames = data[:whole].reshape(-1, FRAME)
+        contexts = np.concatenate([self._context[None], frames[:-1, -CONTEXT:]])
+        batch = np.concatenate([contexts, frames], axis=1).astype(np.float32, copy=False)
+        probs, self._h, self._c = _silero_session().run(
+            None, {"input": batch, "h": self._h, "c": self._c}
+        )
+        self._context = frames[-1, -CONTEXT:].copy()
+        return np.asarray(probs, dtype=np.float32).reshape(-1)
+
+
+class BoundedScorer:
+    """What faster-whisper's `get_speech_timestamps` calls as its model: the probability of
+    each frame of `audio` (a whole number of frames), scored in bounded calls."""
+
+    def __call__(self, audio: np.ndarray) -> np.ndarray:
+        vad = StreamingVad()
+        step = VAD_WINDOWS_PER_CALL * FRAME
+        return np.concatenate([vad.push(audio[i : i + step]) for i in range(0, audio.size, step)])
 
 
 @cache
-def _bounded_model() -> BoundedSilero:
-    """faster-whisper's Silero model, scored in bounded calls; installed as the model its
-    `get_speech_timestamps` uses (it looks `get_vad_model` up at every call)."""
+def _silero_session() -> Any:
+    """One onnxruntime session for the process, loaded by faster-whisper (its `run` is
+    thread-safe and stateless: the recurrent state is the caller's)."""
     import faster_whisper.vad as fw_vad
 
-    model = fw_vad.get_vad_model()
-    bounded = BoundedSilero(model.session)
-    fw_vad.get_vad_model = lambda: bounded
-    return bounded
+    return fw_vad.get_vad_model().session
 
 
-class BoundedSilero:
-    """Silero's speech probability for each 512-sample window of `audio` (a multiple of 512
-    samples long), the model's LSTM state carried from window to window across calls."""
+@cache
+def _install_bounded_scorer() -> None:
+    """Make the scorer the model faster-whisper's `get_speech_timestamps` uses (it looks
+    `get_vad_model` up at every call)."""
+    import faster_whisper.vad as fw_vad
 
-    def __init__(self, session: object) -> None:
-        self.session = session
-
-    def __call__(self, audio: np.ndarray) -> np.ndarray:
-        windows = audio.reshape(-1, WINDOW_SAMPLES)
-        state = {"h": np.zeros((1, 1, 128), np.float32), "c": np.zeros((1, 1, 128), np.float32)}
-        previous_tail = np.zeros((1, CONTEXT_SAMPLES), np.float32)  # before the first window
-        outputs = []
-        for first in range(0, len(windows), VAD_WINDOWS_PER_CALL):
-            part = windows[first : first + VAD_WINDOWS_PER_CALL]
-            tails = np.concatenate([previous_tail, part[:-1, -CONTEXT_SAMPLES:]])
-            previous_tail = part[-1:, -CONTEXT_SAMPLES:]
-            batch = np.concatenate([tails, part], axis=1)
-            output, state["h"], state["c"] = self.session.run(
-                None, {"input": batch, "h": state["h"], "c": state["c"]}
-            )
-            outputs.append(output)
-        return np.concatenate(outputs)
+    _silero_session()  # loaded through faster-whisper's own loader before it is replaced
+    scorer = BoundedScorer()
+    fw_vad.get_vad_model = lambda: scorer

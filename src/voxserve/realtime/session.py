@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from voxserve.audio.decode import SAMPLE_RATE
+from voxserve.audio.vad import StreamingVad
 from voxserve.diarize.pipeline import Turn
 from voxserve.domain import Transcript
 from voxserve.errors import InvalidInput, ServiceError, server_error
@@ -51,7 +52,6 @@ from voxserve.realtime.transcriber import (
 )
 from voxserve.realtime.turns import (
     IdleTimeout,
-    StreamingVad,
     TurnConfig,
     TurnCut,
     TurnDetector,

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from voxserve.audio.decode import SAMPLE_RATE
+from voxserve.audio.vad import StreamingVad
 from voxserve.errors import InvalidInput, ServiceError, Unavailable, server_error
 from voxserve.realtime.audio_in import AudioInput
 from voxserve.realtime.buffer import SampleBuffer
@@ -29,7 +30,6 @@ from voxserve.realtime.events import (
     parse_client_event,
     server_event,
 )
-from voxserve.realtime.turns import StreamingVad
 
 log = logging.getLogger("voxserve.realtime")
 

@@ -1,8 +1,8 @@
 """Turn detection: where an utterance starts and ends in a live stream of 16 kHz samples.
 
-`StreamingVad` runs Silero VAD (the ONNX model faster-whisper ships) frame by frame, carrying
-the model's state between appends, so each sample is looked at once however the audio is
-chunked. `TurnDetector` turns the frame probabilities into turn events, in absolute sample
+`audio.vad.StreamingVad` runs Silero VAD frame by frame, carrying the model's state between
+appends, so each sample is looked at once however the audio is chunked. `TurnDetector` turns
+the frame probabilities into turn events, in absolute sample
 positions since the session's first sample:
 
 * server_vad: speech starts at the first frame over `threshold` (the item includes
@@ -19,52 +19,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Literal
 
 import numpy as np
 
 from voxserve.audio.decode import SAMPLE_RATE
+from voxserve.audio.vad import FRAME
 
-FRAME = 512  # Silero's frame at 16 kHz: 32 ms
-CONTEXT = 64  # samples of the previous frame the model sees before each frame
 # Below threshold minus this, a frame counts as silence (Silero's own hysteresis).
 HYSTERESIS = 0.15
 
 SEMANTIC_MAX_WAIT = {"low": 8.0, "medium": 4.0, "high": 2.0, "auto": 4.0}
 # Once the text so far ends a sentence, the turn ends after this much silence instead.
 SEMANTIC_SENTENCE_WAIT = {"low": 1.0, "medium": 0.6, "high": 0.3, "auto": 0.6}
-
-
-@lru_cache(maxsize=1)
-def _silero():  # one ONNX session for every stream: its run() is thread-safe and stateless
-    from faster_whisper.vad import get_vad_model
-
-    return get_vad_model().session
-
-
-class StreamingVad:
-    """Speech probability of each 32 ms frame, as samples arrive."""
-
-    def __init__(self) -> None:
-        self._h = np.zeros((1, 1, 128), dtype=np.float32)
-        self._c = np.zeros((1, 1, 128), dtype=np.float32)
-        self._context = np.zeros(CONTEXT, dtype=np.float32)
-        self._pending = np.zeros(0, dtype=np.float32)
-
-    def push(self, samples: np.ndarray) -> np.ndarray:
-        data = np.concatenate([self._pending, samples]) if self._pending.size else samples
-        whole = data.size // FRAME * FRAME
-        self._pending = data[whole:].copy()
-        if whole == 0:
-            return np.zeros(0, dtype=np.float32)
-        frames = data[:whole].reshape(-1, FRAME)
-        contexts = np.concatenate([self._context[None], frames[:-1, -CONTEXT:]])
-        batch = np.concatenate([contexts, frames], axis=1).astype(np.float32, copy=False)
-        probs, self._h, self._c = _silero().run(None, {"input": batch, "h": self._h,
-                                                       "c": self._c})
-        self._context = frames[-1, -CONTEXT:].copy()
-        return np.asarray(probs, dtype=np.float32).reshape(-1)
 
 
 @dataclass(frozen=True)
