@@ -192,6 +192,10 @@ class _RecordingModel(_DoublingModel):
         self.log.append((self.name, "end", float(np.asarray(features).flat[0])))
         return out
 
+    def generate(self, features, prompts, **options):
+        self.log.append((self.name, "generate", float(np.asarray(features).flat[0])))
+        return [f"{self.name} decoded {prompt}" for prompt in prompts]
+
 
 def test_a_lone_call_takes_the_solo_engine_and_concurrent_ones_never_overlap_it():
     log: list = []
@@ -227,3 +231,16 @@ def test_a_lone_call_takes_the_solo_engine_and_concurrent_ones_never_overlap_it(
     a.join(timeout=30)
     assert log == [("solo", "start", 1.0), ("solo", "end", 1.0),
                    ("shared", "start", 2.0), ("shared", "end", 2.0)]
+
+
+def test_a_lone_encode_takes_the_solo_engine_and_a_lone_generate_a_shared_replica():
+    # Beam search is faster on one thread than on two (batching.py), the encoder slower.
+    log: list = []
+    batcher = BatchingWhisper(_RecordingModel("solo", log), window=0.0, max_batch=1,
+                              sot_token=0, shared=_RecordingModel("shared", log),
+                              shared_replicas=2)
+    with batcher.decoding():
+        batcher.encode(_features(1.0))
+        result = batcher.generate(_features(2.0), [[0, 7]], beam_size=5)
+    assert result == ["shared decoded [0, 7]"]
+    assert log == [("solo", "start", 1.0), ("solo", "end", 1.0), ("shared", "generate", 2.0)]

@@ -2,9 +2,10 @@
 and cross-request batching, derived from the settings (0 means "size it for me").
 
 - CPU (T = `cpu_threads` or every core, T >= 2): two CTranslate2 models of the same weights.
-  A solo engine (one replica, T threads) runs an engine call when nothing else is decoding, so
-  a lone request gets the whole machine; shared replicas (min(4, T) of them, T / replicas
-  threads each) run calls side by side under load. `stt.batching` routes every call; it merges
+  A solo engine (one replica, T threads) runs an encode when nothing else is decoding, so a
+  lone request's encoder gets the whole machine; shared replicas (min(4, T) of them, T /
+  replicas threads each) run calls side by side under load, and every generate (beam search
+  is faster on one thread). `stt.batching` routes every call; it merges
   concurrent calls only up to `max_batch_size`, which on a CPU is 1 unless set (see below).
 - CUDA: two replicas, and merging up to `max_batch_size` (8 unless set), where batching is
   what keeps a GPU busy. Without merging (`max_batch_size` 1), one replica and two slots.
