@@ -9,7 +9,7 @@ import numpy as np
 from joined_audio import english_clips, join_clips
 
 from voxserve.audio.decode import decode_audio
-from voxserve.audio.vad import FRAME, VAD_WINDOWS_PER_CALL, BoundedScorer, speech_regions
+from voxserve.audio.vad import FRAME, FRAMES_PER_CALL, BoundedScorer, speech_regions
 
 
 def test_bounded_scoring_gives_faster_whispers_probabilities_on_real_speech(monkeypatch) -> None:
@@ -17,7 +17,7 @@ def test_bounded_scoring_gives_faster_whispers_probabilities_on_real_speech(monk
 
     samples = decode_audio(join_clips(english_clips()).wav)
     samples = samples[: samples.size - samples.size % FRAME]
-    assert samples.size // FRAME > 2 * VAD_WINDOWS_PER_CALL  # the state crosses calls
+    assert samples.size // FRAME > 2 * FRAMES_PER_CALL  # the state crosses calls
     # faster-whisper's own scorer, all windows in one call.
     reference = fw_vad.SileroVADModel(
         os.path.join(fw_vad.get_assets_path(), "silero_vad_v6.onnx")

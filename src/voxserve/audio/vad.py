@@ -10,7 +10,7 @@ onnxruntime) over 16 kHz mono samples.
 faster-whisper scores 10,000 frames (5.3 minutes of audio) in one onnxruntime call, whose
 activations were the largest transient of a long file's decode (a 10-minute block: +165 MB for
 VAD alone, 204 MB at peak with the block). `speech_regions` hands faster-whisper a scorer that
-pushes the audio through a `StreamingVad` VAD_WINDOWS_PER_CALL frames at a time: the state
+pushes the audio through a `StreamingVad` FRAMES_PER_CALL frames at a time: the state
 carried from call to call as faster-whisper carries it, so the probabilities are the same.
 """
 
@@ -25,7 +25,7 @@ FRAME = 512  # Silero's frame at 16 kHz: 32 ms
 CONTEXT = 64  # samples of the previous frame the model sees before each frame
 # Frames scored per onnxruntime call for a whole stretch (32 s of audio): no slower than
 # faster-whisper's 10,000.
-VAD_WINDOWS_PER_CALL = 1000
+FRAMES_PER_CALL = 1000
 
 SpeechRegion = tuple[int, int]  # [start, end) in samples
 
@@ -86,7 +86,7 @@ class BoundedScorer:
 
     def __call__(self, audio: np.ndarray) -> np.ndarray:
         vad = StreamingVad()
-        step = VAD_WINDOWS_PER_CALL * FRAME
+        step = FRAMES_PER_CALL * FRAME
         return np.concatenate([vad.push(audio[i : i + step]) for i in range(0, audio.size, step)])
 
 

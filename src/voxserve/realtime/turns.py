@@ -2,8 +2,8 @@
 
 `audio.vad.StreamingVad` runs Silero VAD frame by frame, carrying the model's state between
 appends, so each sample is looked at once however the audio is chunked. `TurnDetector` turns
-the frame probabilities into turn events, in absolute sample
-positions since the session's first sample:
+the frame probabilities into turn events, in absolute sample positions since the session's
+first sample:
 
 * server_vad: speech starts at the first frame over `threshold` (the item includes
   `prefix_padding_ms` before it) and stops after `silence_duration_ms` under it (the item
