@@ -401,3 +401,34 @@ def test_the_lead_of_a_text_ends_at_a_clause_or_a_word():
                             "trained on 680,000 hours of data.")
     assert lead == "Westburg is a systematic reconnaissance system of the word"
     assert rest == "trained on 680,000 hours of data."
+
+
+async def test_close_stops_a_worker_that_lost_its_cancellation():
+    """A worker can lose a cancellation in code we do not own (asyncio.wait_for before
+    Python 3.12); `close` cancels it again, so the session is still released."""
+    from dataclasses import dataclass
+
+    from voxserve.realtime.session_base import SessionBase
+
+    @dataclass
+    class Stubborn(SessionBase):
+        def session_object(self) -> dict:
+            return {"id": self.id}
+
+        def _workers_to_start(self):
+            return [("stubborn", self._work())]
+
+        async def _work(self) -> None:
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                pass  # lost, as wait_for loses it when its future completes at that moment
+            await asyncio.Event().wait()  # then waits for input that never comes
+
+    session = Stubborn()
+    session.start()
+    await asyncio.sleep(0)
+    closing = asyncio.ensure_future(session.close())
+    done, _ = await asyncio.wait({closing}, timeout=10)
+    assert closing in done, "close() still waits for the worker"
+    closing.result()

@@ -34,6 +34,8 @@ from voxserve.realtime.events import (
 log = logging.getLogger("voxserve.realtime")
 
 Handler = Callable[[dict], None]
+# How long `close` waits for cancelled workers before cancelling the ones left again.
+RECANCEL_SECONDS = 1.0
 
 
 @dataclass
@@ -79,13 +81,18 @@ class SessionBase:
         """Stop the workers (the edge calls this however the session ended); a pass in
         flight frees its slot on exit."""
         self._closed = True
+        pending = {task for task in self._workers if not task.done()}
+        while pending:
+            # Cancelled again until it stops: a cancellation can still be lost in code we do
+            # not own (asyncio.wait_for before 3.12, see runtime/deadlines.py), and a worker
+            # that goes on would wait for input forever, its session never released.
+            for task in pending:
+                task.cancel()
+            _, pending = await asyncio.wait(pending, timeout=RECANCEL_SECONDS)
         for task in self._workers:
-            task.cancel()
-        for task in self._workers:
-            try:
-                await task
-            except (asyncio.CancelledError, Exception):
-                pass
+            if not task.cancelled() and task.exception() is not None:
+                log.debug("realtime worker %s ended with an error", task.get_name(),
+                          exc_info=task.exception())
 
     async def _gone(self) -> bool:
         """The disconnect probe of every pass: a closed session's waiters are dropped."""

@@ -44,6 +44,7 @@ from voxserve.errors import (
 )
 from voxserve.runtime.catalog import ModelSpec
 from voxserve.runtime.context import RequestContext
+from voxserve.runtime.deadlines import wait_until
 from voxserve.runtime.metrics import Metrics
 from voxserve.runtime.pool import ModelPool
 from voxserve.runtime.threads import WorkerPool
@@ -118,7 +119,7 @@ class _Lane:
         try:
             if deadline is None:
                 return await asyncio.shield(waiter)
-            return await asyncio.wait_for(asyncio.shield(waiter), deadline - time.monotonic())
+            return await wait_until(asyncio.shield(waiter), deadline)
         except (asyncio.TimeoutError, asyncio.CancelledError) as exc:
             if waiter.done():
                 self.release(waiter.result())  # granted at the last moment: pass it on

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
+
+from voxserve.runtime.deadlines import wait_until
 
 T = TypeVar("T")
 
@@ -87,7 +88,7 @@ class WorkerPool:
                 if deadline is None:
                     ok, item = await queue.get()
                 else:
-                    ok, item = await asyncio.wait_for(queue.get(), deadline - time.monotonic())
+                    ok, item = await wait_until(queue.get(), deadline)
                 if not ok:
                     raise item
                 if item is _END:
