@@ -7,6 +7,7 @@ another language or translation name the native `whisper-base`.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import threading
@@ -78,6 +79,14 @@ class LiveServer:
             assert time.monotonic() < deadline, "the preloaded models did not load"
             time.sleep(0.1)
         return self
+
+    async def sessions_released(self, timeout: float = 60) -> None:
+        """Waits until every realtime session is released: the server does so after the
+        socket has closed, so a client's `close()` can return before it."""
+        deadline = time.monotonic() + timeout
+        while self.app.state.realtime.active:
+            assert time.monotonic() < deadline, "a realtime session was never released"
+            await asyncio.sleep(0.05)
 
     def __exit__(self, *exc) -> None:
         self.server.should_exit = True
