@@ -15,9 +15,31 @@ from pathlib import Path
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct free ports on loopback. The sockets stay bound until all are chosen:
+    ports chosen one at a time can repeat (two agents of one node once got the same port, and
+    the node refused to start)."""
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket()
+            sockets.append(sock)
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+# The ports every node binds: two nodes on one machine must not share Ray's fixed defaults.
+NODE_PORT_OPTIONS = (
+    "--node-manager-port", "--object-manager-port", "--dashboard-agent-grpc-port",
+    "--dashboard-agent-listen-port", "--metrics-export-port", "--runtime-env-agent-port",
+)
+NODE_START_ATTEMPTS = 3
 
 
 def loopback_env(**extra: str) -> dict[str, str]:
@@ -70,48 +92,42 @@ class LocalRayCluster:
     def __init__(
         self, temp_dir: Path, env: dict[str, str], logs: Path, cpus_per_node: int = 1
     ) -> None:
-        self.gcs_port = free_port()
-        self.address = f"127.0.0.1:{self.gcs_port}"
+        self.address = ""  # the head's GCS, host:port, once it has started
         self.temp_dir = temp_dir
         self.env = env
         self.logs = logs
         self.cpus = cpus_per_node
         self.processes: list[subprocess.Popen] = []
 
-    def _node_args(self) -> list[str]:
-        # Two nodes on one machine must not share any of Ray's fixed default ports.
-        return [
-            "--block", "--node-ip-address=127.0.0.1", f"--num-cpus={self.cpus}", "--disable-usage-stats",
-            f"--node-manager-port={free_port()}", f"--object-manager-port={free_port()}",
-            f"--dashboard-agent-grpc-port={free_port()}",
-            f"--dashboard-agent-listen-port={free_port()}",
-            f"--metrics-export-port={free_port()}", f"--runtime-env-agent-port={free_port()}",
-            f"--temp-dir={self.temp_dir}",
-        ]
-
-    def _start(self, args: list[str], log_name: str) -> None:
-        log = open(self.logs / log_name, "wb")  # noqa: SIM115 (open while the node runs)
-        self.processes.append(subprocess.Popen(
-            [sys.executable, "-c", _NODE_START, "start", *args, *self._node_args()],
-            env=self.env, stdout=log,
-            stderr=subprocess.STDOUT, start_new_session=True,
-        ))
-
     def start(self) -> None:
         # One node at a time: a node whose agents start slowly (a busy machine) is given up
         # by its raylet after a fixed wait.
-        self._start(
-            ["--head", f"--port={self.gcs_port}", "--include-dashboard=false",
-                         f"--ray-client-server-port={free_port()}"], "head.log",
-        )
-        self._wait_started("head.log")
-        for attempt in range(3):  # that wait can still run out on a very busy machine
-            log_name = f"node2-{attempt}.log"
-            self._start([f"--address={self.address}"], log_name)
+        self._start_node("head", ["--head", "--include-dashboard=false"],
+                         own_ports=("--port", "--ray-client-server-port"))
+        self._start_node("node2", [f"--address={self.address}"])
+
+    def _start_node(self, name: str, args: list[str], own_ports: tuple[str, ...] = ()) -> None:
+        """Starts a node, again with new ports when it does not come up (its raylet's wait
+        for the agents can still run out on a very busy machine)."""
+        for attempt in range(NODE_START_ATTEMPTS):
+            options = (*own_ports, *NODE_PORT_OPTIONS)
+            ports = dict(zip(options, free_ports(len(options)), strict=True))
+            if "--port" in ports:
+                self.address = f"127.0.0.1:{ports['--port']}"
+            log_name = f"{name}-{attempt}.log"
+            log = open(self.logs / log_name, "wb")  # noqa: SIM115 (open while the node runs)
+            self.processes.append(subprocess.Popen(
+                [sys.executable, "-c", _NODE_START, "start", *args, "--block",
+                 "--node-ip-address=127.0.0.1", f"--num-cpus={self.cpus}",
+                 "--disable-usage-stats", f"--temp-dir={self.temp_dir}",
+                 *(f"{option}={port}" for option, port in ports.items())],
+                env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            ))
             try:
                 return self._wait_started(log_name)
             except RuntimeError:
-                if attempt == 2:
+                _signal_sessions({self.processes[-1].pid}, signal.SIGKILL)
+                if attempt == NODE_START_ATTEMPTS - 1:
                     raise
 
     def _wait_started(self, log_name: str) -> None:
