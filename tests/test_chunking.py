@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from concurrent.futures import Future
 
 import jiwer
 import numpy as np
@@ -299,9 +300,29 @@ def test_only_a_streamed_request_opens_with_a_short_chunk() -> None:
     assert streamed.seconds[0] <= FIRST_CHUNK_SECONDS + 3 < whole.seconds[0]
 
 
-def test_a_finished_result_is_handed_back_before_more_items_are_drawn() -> None:
-    """Drawing the next item may mean reading the next block: the first result must not wait
-    for it."""
+class _InlineExecutor:
+    """Runs each function as it is submitted, so its future is done before `map_in_order`
+    looks at it (with real threads that depends on which thread runs first)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        pass
+
+    def __enter__(self) -> _InlineExecutor:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+    def submit(self, function, *args) -> Future:
+        future: Future = Future()
+        future.set_result(function(*args))
+        return future
+
+
+def test_a_finished_result_is_handed_back_before_more_items_are_drawn(monkeypatch) -> None:
+    """Drawing the next item may mean reading the next block: a finished first result must
+    not wait for it."""
+    monkeypatch.setattr("voxserve.stt.chunking.ThreadPoolExecutor", _InlineExecutor)
     first_out = threading.Event()
     drawn_after_first: list[int] = []
 

@@ -180,7 +180,7 @@ def test_streamed_transcription_leaves_before_the_work_is_done(ray_serve):
         # more than once: /health reaches replicas through Ray's router, which prefers the
         # idle one, so one asking can miss the busy replica.
         working = _wait(lambda: _busy_replica(ray_serve, WHISPER), "a busy Whisper replica",
-                        patience=5)
+                        patience=30)
         rest = list(events)
     assert working is not None
     deltas = [first, *rest[:-1]]
@@ -194,7 +194,9 @@ def test_streamed_transcription_leaves_before_the_work_is_done(ray_serve):
 
 
 def test_speech_streams_and_round_trips(ray_serve):
-    text = " ".join(SENTENCES[:3])
+    # Enough sentences that the replica is still speaking when /health reaches it (speech is
+    # made ahead of the client's reading).
+    text = " ".join(SENTENCES[:12])
     with ray_serve.sdk() as client:
         with client.audio.speech.with_streaming_response.create(
             model="tts-1", voice="alloy", input=text, response_format="wav"

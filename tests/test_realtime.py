@@ -342,6 +342,7 @@ async def test_session_limit_and_disconnect_mid_turn_frees_everything(live):
     hub, scheduler = live.app.state.realtime, live.app.state.scheduler
     auth = {"Authorization": f"Bearer {KEY}"}
     url = ws_url(live)
+    await live.sessions_released()  # the earlier tests' sessions, so that three fit
     open_sockets = [await websockets.connect(url, additional_headers=auth) for _ in range(3)]
     try:
         for ws in open_sockets:

@@ -341,11 +341,12 @@ def test_ttl_zero_unloads_after_each_use_and_reloads_on_demand():
 
 
 def test_ttl_unloads_an_idle_model_after_its_idle_time():
-    with LiveServer(stt_model_ttl=0.5) as live:
+    # Long enough that a stalled test thread still finds the model loaded after its request.
+    with LiveServer(stt_model_ttl=3) as live:
         pool = live.app.state.pool
         assert transcribe(live.base_url).status_code == 200
         assert pool.is_loaded(TINY)
-        wait_until(lambda: not pool.is_loaded(TINY), timeout=10, what="idle unload")
+        wait_until(lambda: not pool.is_loaded(TINY), timeout=20, what="idle unload")
 
 
 def test_lru_keeps_at_most_one_model_when_two_alternate():
