@@ -350,9 +350,30 @@ def _samples(deployment: Deployment, family_name: str) -> list[tuple[dict, float
     return []
 
 
+# Replicas per model, as the fixture deploys them.
+REPLICAS = {WHISPER: 2, "whisper-base": 1, "piper": 1}
+
+
 def _per_replica(deployment: Deployment, family_name: str, model: str) -> dict[str, float]:
-    return {labels["replica"]: value for labels, value in _samples(deployment, family_name)
-            if labels.get("deployment") == model and labels.get("model") == model}
+    """Each of the model's replicas' sample. /metrics reaches replicas through Ray's router,
+    a few calls each, and can miss one: asked again until every replica has answered."""
+    def every_replica() -> dict[str, float] | None:
+        answered: set[str] = set()  # a replica that has not counted anything yet answers too
+        values: dict[str, float] = {}
+        text = deployment.get("/metrics").text
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.labels.get("deployment") != model:
+                    continue
+                answered.add(sample.labels["replica"])
+                if (family.name == family_name and sample.labels.get("model") == model
+                        and not sample.name.endswith("_created")):
+                    values[sample.labels["replica"]] = sample.value
+        if len(answered) < REPLICAS[model]:
+            return None
+        return {replica: values.get(replica, 0.0) for replica in answered}
+
+    return _wait(every_replica, f"{family_name} of every {model} replica")
 
 
 def _two_whisper_replicas(deployment: Deployment) -> list[dict]:
