@@ -184,10 +184,13 @@ class RecordingEngine(LoudnessEngine):
     def __init__(self) -> None:
         self.calls: list[tuple[int, DecodeOptions]] = []
         self.met = threading.Barrier(2, timeout=60)
+        self._lock = threading.Lock()  # the count is each call's own, whatever the threads do
 
     def transcribe(self, samples: np.ndarray, options: DecodeOptions) -> Iterator[Segment]:
-        self.calls.append((samples.size, options))
-        if len(self.calls) <= 2 and not options.sequential:
+        with self._lock:
+            self.calls.append((samples.size, options))
+            number = len(self.calls)
+        if number <= 2 and not options.sequential:
             self.met.wait()
         yield from super().transcribe(samples, options)
 
