@@ -42,6 +42,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # fails the test instead of hanging it.
 PATIENCE = 300
 WHISPER = "whisper-tiny.en"
+# The models the fixture deploys, and how many replicas of each.
+REPLICAS = {WHISPER: 2, "whisper-base": 1, "piper": 1}
 SENTENCES = [f"This is sentence number {n} of a long text to read aloud." for n in range(60)]
 
 
@@ -87,8 +89,8 @@ def ray_serve(tmp_path_factory) -> Iterator[Deployment]:
         "VOXSERVE_CACHE_DIR": str(MODEL_CACHE),
         "VOXSERVE_HF_OFFLINE": "true",
         "VOXSERVE_STT_DEFAULT_MODEL": WHISPER,
-        "VOXSERVE_RAY_MODELS": f"{WHISPER},whisper-base,piper",
-        "VOXSERVE_RAY_REPLICAS": f"{WHISPER}=2,*=1",
+        "VOXSERVE_RAY_MODELS": ",".join(REPLICAS),
+        "VOXSERVE_RAY_REPLICAS": ",".join(f"{m}={n}" for m, n in REPLICAS.items()),
         # Two Whisper replicas cannot share a node: 0.5 CPU each, at most one per node.
         "VOXSERVE_RAY_NUM_CPUS": f"{WHISPER}=0.5,*=0.2",
         "VOXSERVE_RAY_MAX_REPLICAS_PER_NODE": "1",
@@ -342,16 +344,16 @@ def test_realtime_translation_through_the_ingress(ray_serve):
 # --- scale-out, backpressure, cancellation ----------------------------------------------------
 
 
-def _samples(deployment: Deployment, family_name: str) -> list[tuple[dict, float]]:
+def _all_samples(deployment: Deployment) -> list[tuple[str, dict, float]]:
+    """(family, labels, value) of every sample of one /metrics answer."""
     text = deployment.get("/metrics").text
-    for family in text_string_to_metric_families(text):
-        if family.name == family_name:
-            return [(s.labels, s.value) for s in family.samples if not s.name.endswith("_created")]
-    return []
+    return [(family.name, s.labels, s.value) for family in text_string_to_metric_families(text)
+            for s in family.samples if not s.name.endswith("_created")]
 
 
-# Replicas per model, as the fixture deploys them.
-REPLICAS = {WHISPER: 2, "whisper-base": 1, "piper": 1}
+def _samples(deployment: Deployment, family_name: str) -> list[tuple[dict, float]]:
+    return [(labels, value) for family, labels, value in _all_samples(deployment)
+            if family == family_name]
 
 
 def _per_replica(deployment: Deployment, family_name: str, model: str) -> dict[str, float]:
@@ -360,15 +362,12 @@ def _per_replica(deployment: Deployment, family_name: str, model: str) -> dict[s
     def every_replica() -> dict[str, float] | None:
         answered: set[str] = set()  # a replica that has not counted anything yet answers too
         values: dict[str, float] = {}
-        text = deployment.get("/metrics").text
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                if sample.labels.get("deployment") != model:
-                    continue
-                answered.add(sample.labels["replica"])
-                if (family.name == family_name and sample.labels.get("model") == model
-                        and not sample.name.endswith("_created")):
-                    values[sample.labels["replica"]] = sample.value
+        for family, labels, value in _all_samples(deployment):
+            if labels.get("deployment") != model:
+                continue
+            answered.add(labels["replica"])
+            if family == family_name and labels.get("model") == model:
+                values[labels["replica"]] = value
         if len(answered) < REPLICAS[model]:
             return None
         return {replica: values.get(replica, 0.0) for replica in answered}
