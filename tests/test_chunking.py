@@ -40,7 +40,9 @@ def test_regions_are_packed_up_to_the_window_and_cut_only_between_regions() -> N
     regions = seconds((1, 9), (10, 18), (20, 29), (31, 40), (41, 42), (60, 61))
     chunks = pack_chunks(samples, regions, max_seconds=30)
 
-    assert [c.size / SR for c in chunks] == [25, 11]  # 8+8+9 | 9+1+1
+    # Two windows are needed; the pause after the second region evens them out (8+8 | 9+9+1+1),
+    # where filling the first window (8+8+9 | 9+1+1) left a short one behind.
+    assert [c.size / SR for c in chunks] == [16, 20]
     pieces = [(p.start, p.end) for c in chunks for p in c.pieces]
     assert pieces == regions  # every region once, whole, in order; no silence between them
     for chunk in chunks:  # pieces sit back to back in the chunk
@@ -76,13 +78,25 @@ def test_chunks_are_balanced_and_the_first_one_is_short() -> None:
     samples = np.zeros(200 * SR, dtype=np.float32)
     regions = seconds(*[(i * 5, i * 5 + 4) for i in range(28)])  # 112 s of speech in 4 s
     chunks = pack_chunks(samples, regions, max_seconds=30)
-    # Greedy packing up to the window gave 28/28/28/28 here only by luck, and 30/30/30/20
-    # elsewhere; balanced chunks hold their share of what is left.
+    # Filling each window gave 28/28/28/28 here only by luck, and 30/30/30/20 elsewhere.
     assert [c.size / SR for c in chunks] == [28, 28, 28, 28]
     chunks = pack_chunks(samples, regions, max_seconds=30, first_seconds=8)
     sizes = [c.size / SR for c in chunks]
-    assert sizes[0] == 8 and max(sizes) <= 30 and max(sizes) - min(sizes[1:]) <= 4
+    # 104 s left: four chunks, none over 28 s (seven 4 s regions; six in each would need five).
+    assert sizes[0] == 8 and len(sizes) == 5 and max(sizes[1:]) == 28
     assert sum(sizes) == 112
+
+
+def test_no_more_chunks_than_the_window_needs() -> None:
+    # Closing each chunk at its share of the speech left (25 s of 74) then met a 13 s and a
+    # 17 s region that no longer fit together: four chunks, four encoder windows. Three hold
+    # it, and with three the longest can be no shorter than 30 s.
+    lengths = [10, 15, 4, 13, 17, 15]
+    starts = np.cumsum([0] + [n + 1 for n in lengths[:-1]])
+    samples = np.zeros(100 * SR, dtype=np.float32)
+    chunks = pack_chunks(samples, seconds(*[(a, a + n) for a, n in zip(starts, lengths, strict=True)]),
+                         max_seconds=30)
+    assert [c.size / SR for c in chunks] == [29, 30, 15]
 
 
 def test_results_come_back_in_order_with_file_times_even_when_chunks_finish_out_of_order(

@@ -13,7 +13,6 @@ times inside a chunk are mapped back to the file through the chunk's pieces.
 from __future__ import annotations
 
 import bisect
-import math
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -117,9 +116,10 @@ def pack_chunks(samples: np.ndarray, regions: Iterable[tuple[int, int]],
     """Consecutive speech regions spliced into chunks of at most `max_seconds`; a chunk ends
     only between regions (at a pause), except inside a region longer than the window.
 
-    Chunks are balanced: each closes once it holds its share of the speech still to pack
-    (the remaining speech over the fewest windows that hold it), so side-by-side workers do
-    not wait on one long last chunk. The first chunk closes after `first_seconds` when given,
+    Chunks are as few as the window allows (each costs a whole encoder window) and, with that
+    count, as even as the pauses allow: the longest chunk is as short as it can be, so
+    side-by-side workers do not wait on one long chunk, and no half-empty chunk is left over
+    for a worker to decode alone. The first chunk closes after `first_seconds` when given,
     so a stream's first words come from a short decode."""
     limit = int(max_seconds * SAMPLE_RATE)
     merged: list[tuple[int, int]] = []
@@ -129,28 +129,51 @@ def pack_chunks(samples: np.ndarray, regions: Iterable[tuple[int, int]],
         else:
             merged.append((start, end))
     spans = [span for start, end in merged for span in split_long(samples, start, end, limit)]
-    left = sum(end - start for start, end in spans)
-
-    def share() -> float:
-        return left / math.ceil(left / limit) if left else limit
-
-    target = first_seconds * SAMPLE_RATE if first_seconds else share()
-    chunks: list[Chunk] = []
-    pieces: list[Piece] = []
-    filled = 0
-    for start, end in spans:
-        if pieces and filled + end - start > limit:
-            chunks.append(Chunk(tuple(pieces)))
-            pieces, filled, target = [], 0, share()
-        pieces.append(Piece(start, end, filled))
-        filled += end - start
-        left -= end - start
-        if filled >= target:
-            chunks.append(Chunk(tuple(pieces)))
-            pieces, filled, target = [], 0, share()
-    if pieces:
+    first: list[tuple[int, int]] = []
+    if first_seconds and spans:
+        filled = 0
+        while spans and filled < first_seconds * SAMPLE_RATE and \
+                filled + spans[0][1] - spans[0][0] <= limit:
+            filled += spans[0][1] - spans[0][0]
+            first.append(spans.pop(0))
+    groups = ([first] if first else []) + _even_groups(spans, limit)
+    chunks = []
+    for group in groups:
+        pieces, filled = [], 0
+        for start, end in group:
+            pieces.append(Piece(start, end, filled))
+            filled += end - start
         chunks.append(Chunk(tuple(pieces)))
     return chunks
+
+
+def _even_groups(spans: list[tuple[int, int]], limit: int) -> list[list[tuple[int, int]]]:
+    """`spans` (each at most `limit` long) in consecutive groups of at most `limit` samples:
+    the fewest groups, and with that count the smallest possible longest group (found by
+    bisecting the bound that greedy filling needs to stay at the fewest groups)."""
+
+    def fill(bound: int) -> list[list[tuple[int, int]]]:
+        groups: list[list[tuple[int, int]]] = []
+        filled = bound + 1
+        for start, end in spans:
+            if filled + end - start > bound:
+                groups.append([])
+                filled = 0
+            groups[-1].append((start, end))
+            filled += end - start
+        return groups
+
+    if not spans:
+        return []
+    fewest = len(fill(limit))
+    low, high = max(end - start for start, end in spans), limit
+    while low < high:  # the smallest bound that still needs only `fewest` groups
+        middle = (low + high) // 2
+        if len(fill(middle)) <= fewest:
+            high = middle
+        else:
+            low = middle + 1
+    return fill(low)
 
 
 def to_file_times(segment: Segment, chunk: Chunk, offset: float) -> Segment:
