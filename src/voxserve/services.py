@@ -12,6 +12,7 @@ from functools import partial
 from voxserve.config import Settings
 from voxserve.diarize import wiring as diarize_wiring
 from voxserve.diarize.service import DiarizedSpeechToText
+from voxserve.runtime.blas import limit_blas_threads
 from voxserve.runtime.catalog import Catalog, ModelSpec
 from voxserve.runtime.metrics import Metrics
 from voxserve.runtime.pool import ModelPool, PoolLimits
@@ -69,6 +70,7 @@ class Services:
 
 
 def build_services(settings: Settings) -> Services:
+    limit_blas_threads()  # the engines' thread layout owns the cores
     metrics = Metrics()
     catalog = Catalog(settings)
     limits = PoolLimits(
