@@ -99,6 +99,30 @@ def test_no_more_chunks_than_the_window_needs() -> None:
     assert [c.size / SR for c in chunks] == [29, 30, 15]
 
 
+def test_packing_is_the_fewest_chunks_and_the_shortest_longest_one() -> None:
+    # Against every way of cutting a short run of regions into consecutive chunks.
+    rng = np.random.default_rng(7)
+    samples = np.zeros(200 * SR, dtype=np.float32)
+    for _ in range(200):
+        lengths = [int(n) for n in rng.integers(1, 21, size=int(rng.integers(1, 8)))]
+        starts = np.cumsum([0] + [n + 1 for n in lengths[:-1]])
+        regions = seconds(*[(a, a + n) for a, n in zip(starts, lengths, strict=True)])
+        chunks = pack_chunks(samples, regions, max_seconds=30)
+
+        assert [(p.start, p.end) for c in chunks for p in c.pieces] == regions
+        best: tuple[int, int] | None = None  # (count, longest) over all valid cuttings
+        for mask in range(2 ** (len(lengths) - 1)):
+            sizes, size = [], 0
+            for i, n in enumerate(lengths):
+                size += n
+                if i == len(lengths) - 1 or mask >> i & 1:
+                    sizes.append(size)
+                    size = 0
+            if max(sizes) <= 30:
+                best = min(best or (99, 99), (len(sizes), max(sizes)))
+        assert (len(chunks), max(c.size for c in chunks) / SR) == best
+
+
 def test_results_come_back_in_order_with_file_times_even_when_chunks_finish_out_of_order(
 ) -> None:
     samples = np.zeros(100 * SR, dtype=np.float32)
