@@ -14,10 +14,6 @@ import time
 from pathlib import Path
 
 
-def free_port() -> int:
-    return free_ports(1)[0]
-
-
 def free_ports(count: int) -> list[int]:
     """`count` distinct free ports on loopback. The sockets stay bound until all are chosen:
     ports chosen one at a time can repeat (two agents of one node once got the same port, and

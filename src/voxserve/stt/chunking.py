@@ -129,14 +129,13 @@ def pack_chunks(samples: np.ndarray, regions: Iterable[tuple[int, int]],
         else:
             merged.append((start, end))
     spans = [span for start, end in merged for span in split_long(samples, start, end, limit)]
-    first: list[tuple[int, int]] = []
-    if first_seconds and spans:
-        filled = 0
-        while spans and filled < first_seconds * SAMPLE_RATE and \
-                filled + spans[0][1] - spans[0][0] <= limit:
-            filled += spans[0][1] - spans[0][0]
-            first.append(spans.pop(0))
-    groups = ([first] if first else []) + _even_groups(spans, limit)
+    taken = filled = 0  # the short first chunk's spans, when asked for
+    first_size = first_seconds * SAMPLE_RATE if first_seconds else 0
+    while taken < len(spans) and filled < first_size and \
+            filled + spans[taken][1] - spans[taken][0] <= limit:
+        filled += spans[taken][1] - spans[taken][0]
+        taken += 1
+    groups = ([spans[:taken]] if taken else []) + _even_groups(spans[taken:], limit)
     chunks = []
     for group in groups:
         pieces, filled = [], 0
