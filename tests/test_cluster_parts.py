@@ -103,3 +103,31 @@ async def test_the_proxy_wraps_serves_plain_text_errors_and_passes_the_rest():
     health = await _through_proxy_errors(PlainTextResponse("draining", status_code=503),
                                          "/-/healthz")
     assert (health.status_code, health.text) == (503, "draining")  # Serve's own route
+
+
+class _RouterLikeModel:
+    """Answers `health` from whichever replica has room, as Ray's router picks: a replica
+    holding its `max_ongoing_requests` is never reached."""
+
+    def __init__(self, with_room: list[str]) -> None:
+        self.with_room = with_room
+        self.calls = 0
+
+    async def call(self, method: str) -> dict:
+        replica = self.with_room[self.calls % len(self.with_room)]
+        self.calls += 1
+        return {"replica": replica, "busy_slots": 0}
+
+
+async def test_health_counts_the_replicas_the_router_could_not_reach():
+    from voxserve.cluster.ingress import SAMPLES_PER_REPLICA, ClusterView
+
+    full_one = _RouterLikeModel(["w1"])
+    view = ClusterView("voxserve", {"whisper": full_one, "piper": _RouterLikeModel(["p1"])})
+    answers = await view.each_replica("health", {"whisper": 2, "piper": 1})
+    assert {"model": "whisper", "replica": "w1", "busy_slots": 0} in answers
+    assert {"model": "whisper", "unreached": 1} in answers
+    assert full_one.calls == 2 * SAMPLES_PER_REPLICA  # it kept trying before giving up
+    assert [a for a in answers if a["model"] == "piper"] == [
+        {"model": "piper", "replica": "p1", "busy_slots": 0}
+    ]

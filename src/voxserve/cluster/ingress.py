@@ -97,7 +97,11 @@ class ClusterView:
 
     async def each_replica(self, method: str, replicas: dict[str, int]) -> list[dict]:
         """`method`'s answer from every running replica of every model, as far as the router
-        lets us reach them (it picks replicas at random; a replica cannot be addressed)."""
+        lets us reach them (it picks replicas at random; a replica cannot be addressed).
+
+        Ray counts these calls among a replica's ongoing requests: one already holding
+        `max_ongoing_requests` is passed over, and the model gets an `unreached` count instead
+        of a silent gap."""
         answers: dict[str, dict] = {}
         for model_id, remote in self.models.items():
             wanted = max(1, replicas.get(model_id, 1))
@@ -112,6 +116,9 @@ class ClusterView:
                 answers[answer["replica"]] = {"model": model_id, **answer}
                 if len(seen) >= wanted:
                     break
+            else:
+                answers[f"{model_id}:unreached"] = {"model": model_id,
+                                                    "unreached": wanted - len(seen)}
         return list(answers.values())
 
     async def running_replicas(self) -> tuple[dict[str, dict], dict[str, int]]:
