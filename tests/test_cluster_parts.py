@@ -1,8 +1,11 @@
-"""The Ray door's pure parts, without Ray: settings, which models get a deployment, the catalog
-the ingress shows, the merged metrics and the proxies' error bodies (tests/test_ray_cluster.py
-runs the real cluster)."""
+"""The Ray door's pure parts, without a cluster: settings, which models get a deployment, the
+catalog the ingress shows, the merged metrics, the proxies' error bodies, and what /health
+learns of the replicas and of the ingress's own calls (stand-ins for Ray's handle and router;
+tests/test_ray_cluster.py runs the real cluster)."""
 
 from __future__ import annotations
+
+import asyncio
 
 import httpx
 import pytest
@@ -131,3 +134,59 @@ async def test_health_counts_the_replicas_the_router_could_not_reach():
     assert [a for a in answers if a["model"] == "piper"] == [
         {"model": "piper", "replica": "p1", "busy_slots": 0}
     ]
+
+
+class _Response:
+    """What a handle's `.remote()` gives: awaitable (unary) or iterable (stream)."""
+
+    def __init__(self, gate: asyncio.Event) -> None:
+        self.gate = gate
+        self.cancelled = False
+
+    def __await__(self):
+        return self._answer().__await__()
+
+    async def _answer(self) -> str:
+        await self.gate.wait()
+        return "done"
+
+    async def __aiter__(self):
+        for n in range(3):
+            await self.gate.wait()
+            yield n
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class _Handle:
+    def __init__(self) -> None:
+        self.gate = asyncio.Event()
+        self.responses: list[_Response] = []
+
+    def options(self, **_: object) -> _Handle:
+        return self
+
+    def __getattr__(self, method: str):
+        def remote(*args: object) -> _Response:
+            self.responses.append(_Response(self.gate))
+            return self.responses[-1]
+
+        return type("Method", (), {"remote": staticmethod(remote)})
+
+
+async def test_the_ingress_counts_its_calls_under_way_until_they_end_or_are_left():
+    from voxserve.cluster.calls import RemoteModel
+
+    handle = _Handle()
+    model = RemoteModel("whisper", handle, retries=0)
+    call = asyncio.create_task(model.call("transcribe"))
+    stream = model.stream("decode")
+    first = asyncio.create_task(anext(stream))
+    await asyncio.sleep(0)
+    assert model.in_flight == 2
+    handle.gate.set()
+    assert await call == "done" and await first == 0
+    assert model.in_flight == 1  # the stream is still open
+    await stream.aclose()  # the client left mid-stream
+    assert model.in_flight == 0 and handle.responses[-1].cancelled

@@ -136,7 +136,8 @@ async def cluster_health(request: Request) -> dict:
     replicas = await cluster.each_replica("health", counts)
     context = serve.get_replica_context()
     ingress = {"replica": context.replica_id.unique_id if context else "local",
-               "pid": os.getpid(), "node": ray.get_runtime_context().get_node_id()}
+               "pid": os.getpid(), "node": ray.get_runtime_context().get_node_id(),
+               "in_flight": {m: remote.in_flight for m, remote in cluster.models.items()}}
     return {"status": "ok", "ingress": ingress, "deployments": deployments,
             "replicas": replicas}
 
