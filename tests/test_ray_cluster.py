@@ -374,6 +374,15 @@ def _per_replica(deployment: Deployment, family_name: str, model: str) -> dict[s
     return _wait(every_replica, f"{family_name} of every {model} replica")
 
 
+def _all_idle(deployment: Deployment, model: str) -> bool:
+    """Every replica of `model` reports no work: each must have answered (/health passes over
+    a replica Ray's router counts as busier than another)."""
+    replicas = deployment.replicas(model)
+    return len(replicas) == REPLICAS[model] and all(
+        r["busy_slots"] == 0 and r["queued"] == 0 for r in replicas
+    )
+
+
 def _two_whisper_replicas(deployment: Deployment) -> list[dict]:
     def two() -> list[dict] | None:
         try:
@@ -390,9 +399,7 @@ def test_two_whisper_replicas_on_two_nodes_serve_concurrent_requests(ray_serve):
     assert len({r["node"] for r in replicas}) == 2  # one per node
     # A pass of the realtime tests before may still hold a slot (a session's end cancels the
     # call, the replica finishes the decode in flight): four requests fit only in idle slots.
-    _wait(lambda: all(r["busy_slots"] == 0 and r["queued"] == 0
-                      for r in ray_serve.replicas(WHISPER)),
-          "the Whisper replicas to be idle")
+    _wait(lambda: _all_idle(ray_serve, WHISPER), "the Whisper replicas to be idle")
     before = _per_replica(ray_serve, "voxserve_admitted", WHISPER)
     # As many as the two replicas take at once (2 each here). Ray's router may still count a
     # request of an earlier test as ongoing for a moment after the replica freed its slot (a
@@ -457,8 +464,7 @@ def test_full_cluster_answers_429_and_leaving_clients_cancel_the_work(ray_serve)
         assert envelope["error"]["type"] == "requests"
     # Every stream was left after its first audio: the replica stops each one (its slots free
     # up) and none of them ran to the end (a finished one would count its audio seconds).
-    _wait(lambda: all(r["busy_slots"] == 0 for r in ray_serve.replicas("piper")),
-          "the Piper replica to stop the abandoned streams")
+    _wait(lambda: _all_idle(ray_serve, "piper"), "the Piper replica to stop the abandoned streams")
     audio_after = sum(_per_replica(ray_serve, "voxserve_audio_seconds", "piper").values())
     assert audio_after == audio_before
 
