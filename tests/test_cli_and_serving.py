@@ -184,3 +184,27 @@ def test_help_lists_every_command_and_serve_shows_its_defaults():
                     "[default: 26214400; env VOXSERVE_MAX_UPLOAD_BYTES]"):
         assert "".join(default.split()) in "".join(serve.split()), default  # wrapped anywhere
     assert "<bool>" not in serve
+
+
+@pytest.mark.parametrize(("argv", "address", "port"), [
+    (["serve", "--ray"], None, None),  # alone: a local cluster
+    (["serve", "--ray", "--port", "9001"], None, 9001),
+    (["serve", "--ray", "local"], None, None),
+    (["serve", "--ray", "auto", "--port", "9001"], "auto", 9001),
+    (["serve", "--port", "9001", "--ray=127.0.0.1:6379"], "127.0.0.1:6379", 9001),
+])
+def test_serve_ray_takes_an_optional_address(monkeypatch, argv, address, port):
+    """Through the console script's entry (`voxserve.cli:main`), with the deploy replaced."""
+    pytest.importorskip("ray.serve", reason="the ray extra: pip install 'voxserve[ray]'")
+    import voxserve.cluster.deploy as deploy
+    from voxserve import cli
+
+    seen = []
+    monkeypatch.setattr(deploy, "serve_on_ray", lambda settings, at: seen.append((at, settings)))
+    monkeypatch.setattr(sys, "argv", ["voxserve", *argv])
+    with pytest.raises(SystemExit) as exit_:
+        cli.main()
+    assert exit_.value.code == 0
+    [(at, settings)] = seen
+    assert at == address
+    assert settings.port == (port or cli.Settings().port)

@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from pathlib import Path
 
 import typer
 
 from voxserve.config import Settings
+
+# `--ray local`, or a bare `--ray`: start a Ray cluster on this machine for the server.
+LOCAL_RAY = "local"
 
 # Plain click help: rich's markup would swallow "[env ...]" and print type labels by --help.
 cli = typer.Typer(
@@ -93,9 +97,9 @@ def serve(
         None, help=_setting_help("debug, info, warning, error", "log_level")
     ),
     ray: str | None = typer.Option(
-        None, "--ray", flag_value="local", is_flag=False, metavar="[ADDRESS]",
+        None, "--ray", metavar="[ADDRESS]",
         help="Serve on a Ray cluster at ADDRESS ('auto': the one on this machine); "
-        "alone: start a local one (needs the ray extra; VOXSERVE_RAY_* settings)",
+        "alone or 'local': start a local one (needs the ray extra; VOXSERVE_RAY_* settings)",
     ),
 ) -> None:
     """Start the OpenAI-compatible server."""
@@ -110,7 +114,7 @@ def serve(
     if ray is not None:
         from voxserve.cluster.deploy import serve_on_ray
 
-        serve_on_ray(settings, None if ray == "local" else ray)
+        serve_on_ray(settings, None if ray == LOCAL_RAY else ray)
         return
     import uvicorn
 
@@ -268,5 +272,19 @@ def list_models() -> None:
         typer.echo(f"{public.id}{target}  [{public.spec.kind}, {public.spec.source}]")
 
 
+def with_bare_ray_address(args: list[str]) -> list[str]:
+    """`--ray` without an address (last, or before another option) means a local cluster.
+
+    Typer's options always take their value (it no longer passes click's `flag_value` on), so
+    the missing address is filled in here, before parsing."""
+    filled: list[str] = []
+    for index, arg in enumerate(args):
+        filled.append(arg)
+        following = args[index + 1] if index + 1 < len(args) else None
+        if arg == "--ray" and (following is None or following.startswith("-")):
+            filled.append(LOCAL_RAY)
+    return filled
+
+
 def main() -> None:
-    cli()
+    cli(args=with_bare_ray_address(sys.argv[1:]))
