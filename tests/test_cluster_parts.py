@@ -109,8 +109,8 @@ async def test_the_proxy_wraps_serves_plain_text_errors_and_passes_the_rest():
 
 
 class _RouterLikeModel:
-    """Answers `health` from whichever replica has room, as Ray's router picks: a replica
-    holding its `max_ongoing_requests` is never reached."""
+    """Answers `health` from the replicas Ray's router would pick: those with the fewest
+    requests (a busy replica beside an idle one is never reached)."""
 
     def __init__(self, with_room: list[str]) -> None:
         self.with_room = with_room

@@ -97,11 +97,11 @@ class ClusterView:
 
     async def each_replica(self, method: str, replicas: dict[str, int]) -> list[dict]:
         """`method`'s answer from every running replica of every model, as far as the router
-        lets us reach them (it picks replicas at random; a replica cannot be addressed).
+        lets us reach them (a replica cannot be addressed).
 
-        Ray counts these calls among a replica's ongoing requests: one already holding
-        `max_ongoing_requests` is passed over, and the model gets an `unreached` count instead
-        of a silent gap."""
+        The router sends each call to the replica with the fewest requests, so a busy replica
+        beside an idle one may never be asked: the model then gets an `unreached` count
+        instead of a silent gap."""
         answers: dict[str, dict] = {}
         for model_id, remote in self.models.items():
             wanted = max(1, replicas.get(model_id, 1))

@@ -129,11 +129,12 @@ def pack_chunks(samples: np.ndarray, regions: Iterable[tuple[int, int]],
         else:
             merged.append((start, end))
     spans = [span for start, end in merged for span in split_long(samples, start, end, limit)]
-    taken = filled = 0  # the short first chunk's spans, when asked for
     first_size = first_seconds * SAMPLE_RATE if first_seconds else 0
-    while taken < len(spans) and filled < first_size and \
-            filled + spans[taken][1] - spans[taken][0] <= limit:
-        filled += spans[taken][1] - spans[taken][0]
+    taken = filled = 0  # the short first chunk's spans, when asked for
+    for start, end in spans:
+        if filled >= first_size or filled + end - start > limit:
+            break
+        filled += end - start
         taken += 1
     groups = ([spans[:taken]] if taken else []) + _even_groups(spans[taken:], limit)
     chunks = []
@@ -153,7 +154,7 @@ def _even_groups(spans: list[tuple[int, int]], limit: int) -> list[list[tuple[in
 
     def fill(bound: int) -> list[list[tuple[int, int]]]:
         groups: list[list[tuple[int, int]]] = []
-        filled = bound + 1
+        filled = bound + 1  # as if a full group came before: the first span opens one
         for start, end in spans:
             if filled + end - start > bound:
                 groups.append([])
