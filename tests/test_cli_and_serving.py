@@ -35,6 +35,48 @@ def test_transcribe_writes_one_output_per_input(tmp_path):
     assert "superlative" in arctic.lower()
 
 
+def test_transcribe_refuses_two_inputs_with_one_output_name_before_any_work(tmp_path, monkeypatch):
+    """`a/x.wav b/x.wav` would both be written to x.json, the second replacing the first."""
+    import shutil
+
+    from typer.testing import CliRunner
+
+    import voxserve.cli_transcribe as cli_transcribe
+    from voxserve.cli import cli
+
+    def no_work(settings):
+        raise AssertionError("services were built before the outputs were checked")
+
+    monkeypatch.setattr(cli_transcribe, "build_services", no_work)
+    inputs = []
+    for folder in ("a", "b", "c"):
+        (tmp_path / folder).mkdir()
+        inputs.append(shutil.copyfile(audio_path("arctic_a0007.wav"), tmp_path / folder / "x.wav"))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        cli, ["transcribe", *map(str, inputs), "--format", "json", "--output-dir", str(out)])
+    assert result.exit_code == 1, result.output
+    said = " ".join(result.output.split())  # rich wraps long lines
+    for later in inputs[1:]:  # each clash names both inputs
+        assert f"{inputs[0]} and {later} would both be written to {out / 'x.json'}" in said
+    assert not out.exists()
+
+
+def test_transcribe_keeps_an_existing_output_unless_told_to_overwrite(tmp_path):
+    target = tmp_path / "audio_hello_world.txt"
+    target.write_text("keep me")
+    argv = [*VOXSERVE, "transcribe", str(audio_path("audio_hello_world.mp3")), "--model",
+            "whisper-tiny.en", "--output-dir", str(tmp_path)]
+    kept = subprocess.run(argv, env=cli_env(), capture_output=True, text=True, timeout=300)
+    assert kept.returncode == 1
+    assert "pass --overwrite to replace it" in " ".join(kept.stderr.split())
+    assert target.read_text() == "keep me"
+    replaced = subprocess.run([*argv, "--overwrite"], env=cli_env(), capture_output=True,
+                              text=True, timeout=300)
+    assert replaced.returncode == 0, replaced.stderr
+    assert "hello" in target.read_text().lower()
+
+
 async def test_transcribe_progress_moves_with_the_seconds_decoded(tmp_path, monkeypatch):
     """The bar knows the file's length before decoding starts and moves with each segment's
     end (seconds of audio), instead of sitting at 0 % until the whole file is done."""

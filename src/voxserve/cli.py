@@ -138,10 +138,13 @@ def transcribe(
     output_dir: Path = typer.Option(Path("."), help="Where the outputs go"),
     translate: bool = typer.Option(False, help="Translate into English"),
     prompt: str | None = typer.Option(None, help="Text to guide the style"),
+    overwrite: bool = typer.Option(False, help="Replace outputs that already exist"),
 ) -> None:
     """Transcribe or translate audio files.
 
-    The server's own pipeline on files on disk: one output file per input, named after it."""
+    The server's own pipeline on files on disk: one output file per input, named after it.
+    Nothing is transcribed when two inputs would get the same output name, or when an output
+    exists already (unless --overwrite)."""
     from voxserve.cli_transcribe import run_files
 
     if response_format not in OUTPUT_EXTENSIONS:
@@ -151,7 +154,7 @@ def transcribe(
             _offline_settings(), files, model=model, language=language,
             response_format=response_format,
             output_dir=output_dir, task="translate" if translate else "transcribe", prompt=prompt,
-            extension=OUTPUT_EXTENSIONS[response_format],
+            extension=OUTPUT_EXTENSIONS[response_format], overwrite=overwrite,
         )
     )
     raise typer.Exit(code)

@@ -31,6 +31,7 @@ async def run_files(
     task: Task,
     prompt: str | None,
     extension: str,
+    overwrite: bool = False,
 ) -> int:
     """Returns the exit code: 0 if every file was written, 1 otherwise."""
     console = Console(stderr=True)
@@ -38,17 +39,44 @@ async def run_files(
     if language and code is None:
         console.print(f"[red]unknown language {language!r}[/red]")
         return 1
+    targets, problems = output_paths(files, output_dir, extension, overwrite)
+    for problem in problems:
+        console.print(f"[red]{problem}[/red]")
+    if problems:
+        return 1
     services = build_services(settings)
     try:
-        return await _run(services, console, files, model, code, response_format, output_dir,
-                          task, prompt, extension)
+        return await _run(services, console, list(zip(files, targets, strict=True)), model, code,
+                          response_format, output_dir, task, prompt, overwrite)
     finally:
         services.close()
 
 
+def output_paths(
+    files: list[Path], output_dir: Path, extension: str, overwrite: bool
+) -> tuple[list[Path], list[str]]:
+    """Each input's output (named after its stem), and what is wrong with them, found before
+    any work: two inputs with one stem (`a/x.wav b/x.wav`) would write one file, the second
+    transcript replacing the first, and an existing output is kept unless `overwrite`."""
+    targets: list[Path] = []
+    problems: list[str] = []
+    first_for: dict[Path, Path] = {}
+    for path in files:
+        target = output_dir / f"{path.stem}.{extension}"
+        if target in first_for:
+            problems.append(f"{first_for[target]} and {path} would both be written to {target}: "
+                            "transcribe them in separate runs with different --output-dir")
+        elif not overwrite and target.exists():
+            problems.append(f"{target} (for {path}) exists: pass --overwrite to replace it")
+        first_for.setdefault(target, path)
+        targets.append(target)
+    return targets, problems
+
+
 async def _run(
-    services: Services, console: Console, files: list[Path], model: str, language: str | None,
-    response_format: str, output_dir: Path, task: Task, prompt: str | None, extension: str,
+    services: Services, console: Console, jobs: list[tuple[Path, Path]], model: str,
+    language: str | None, response_format: str, output_dir: Path, task: Task,
+    prompt: str | None, overwrite: bool,
 ) -> int:
     public = services.catalog.resolve(model)
     if public is None or public.spec.kind != "stt":
@@ -63,7 +91,7 @@ async def _run(
         TextColumn("{task.fields[seconds]}"), TimeElapsedColumn(),
     )
     with Progress(*columns, console=console) as progress:
-        for path in files:
+        for path, target in jobs:
             audio = path.read_bytes()
             # The bar's total is the length the container announces, known before decoding
             # starts; it moves with each segment's end, in seconds of audio.
@@ -84,8 +112,15 @@ async def _run(
                 continue
             options = render_options(req, transcript)
             rendered = render_transcript(transcript, response_format, options)
-            target = output_dir / f"{path.stem}.{extension}"
-            target.write_bytes(rendered.body)
+            try:
+                # "x": an output that appeared since the check above is not replaced either.
+                with target.open("wb" if overwrite else "xb") as out:
+                    out.write(rendered.body)
+            except FileExistsError:
+                progress.console.print(f"[red]{path}: {target} appeared meanwhile and is kept; "
+                                       "pass --overwrite to replace it[/red]")
+                failures += 1
+                continue
             progress.update(bar, completed=transcript.duration)
             progress.console.print(f"{path} -> {target}")
     return 1 if failures else 0
