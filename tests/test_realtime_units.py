@@ -296,7 +296,7 @@ async def test_a_live_pass_waits_while_a_final_pass_or_another_live_pass_is_unde
             return 0
 
         @asynccontextmanager
-        async def admit(self, spec, ctx):
+        async def admit(self, spec, ctx, *, live=False):
             await gate.wait()
             raise RuntimeError("admitted")  # the pass itself is not this test's business
             yield

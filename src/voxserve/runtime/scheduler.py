@@ -1,4 +1,4 @@
-"""Admission: a bounded FIFO queue and a fixed number of slots per loaded model.
+"""Admission: bounded FIFO queues and a fixed number of slots per loaded model.
 
 A unit of work that wants an engine asks `Scheduler.admit(spec, ctx)`: transcriptions and
 translations (diarized ones in their Whisper model's lane), speech, and each decode pass of a
@@ -7,9 +7,21 @@ to-text model sized by its engine, for Whisper by `stt/whisper/layout.py`, so th
 busy; for a speech model one per core, as a voice synthesizes on one thread), up to `max_queue`
 more wait in arrival order, and anything beyond that is refused at once with `Busy` and a retry
 time estimated from how long slots have recently been held. When a slot frees it goes straight
-to the oldest waiter, so order is FIFO across requests; a long file holds one slot for its
-whole run, and the other slots keep serving short requests past it (hence the default of
-several slots per model).
+to the oldest waiter, so order is FIFO across requests (live sessions' required passes aside,
+below); a long file holds one slot for its whole run, and the other slots keep serving short
+requests past it (hence the default of several slots per model).
+
+A live session's *required* passes (a committed item's final pass, a phrase's translation:
+`admit(..., live=True)`) wait in a queue of their own in the lane: a freed slot goes to the
+oldest of them before any other waiter, and they are never refused because the ordinary queue
+is full, so uploads delay a session's turns (by at most the runs holding the slots) but cannot
+make it lose one. Priority is strict: sessions bound these passes (a session has at most a few
+under way, such as a committed item's final pass and an early one of the turn in progress, and
+a door limits its sessions), so they keep uploads waiting only while the sessions alone keep
+every slot busy, the point where the session limit, not the queue, has to give. Their queue
+still has a cap of its own, `live_max_queue`, so that nothing in the lane is unbounded. A
+session's optional passes (partial text) are ordinary requests and give way on their own
+(stt/passes.py).
 
 Every request has a deadline (`request_timeout` seconds after its context started, 0 for
 none). Waiting past it in the queue, or running past it (checked at every item the engine
@@ -57,12 +69,17 @@ T = TypeVar("T")
 MAX_RETRY_AFTER = 60
 # Weight of the newest slot hold time in the running estimate behind Retry-After.
 EWMA_WEIGHT = 0.2
+# The least room for live sessions' required passes waiting per model. Sessions bound them
+# (a few per session; realtime_max_sessions per door, several doors may share a cluster's
+# replica), so this is only a backstop that keeps the queue finite, not a limit meant to bite.
+LIVE_MAX_QUEUE = 256
 
 
 @dataclass(frozen=True)
 class SchedulerConfig:
     slots: int = 1  # per speech-to-text model, unless its engine has its own below
     max_queue: int = 32
+    live_max_queue: int = LIVE_MAX_QUEUE  # live sessions' required passes, beside max_queue
     timeout: float = 0.0  # seconds from arrival; 0: no deadline
     speech_slots: int = 1  # per speech model
     engine_slots: Mapping[str, int] = field(default_factory=dict)  # stt engine -> slots
@@ -73,6 +90,7 @@ class SchedulerConfig:
         return cls(
             slots=max(engine_slots.values(), default=1),
             max_queue=settings.max_queue,
+            live_max_queue=max(settings.max_queue, LIVE_MAX_QUEUE),
             timeout=settings.request_timeout,
             speech_slots=settings.slots or max(2, os.cpu_count() or 1),
             engine_slots=dict(engine_slots),
@@ -85,34 +103,48 @@ class SchedulerConfig:
 
 
 class _Lane:
-    """The queue and slots of one model."""
+    """The queues and slots of one model: `live` (live sessions' required passes) is served
+    before `waiters` (everything else), each in arrival order."""
 
     def __init__(
-        self, model_id: str, slots: int, max_queue: int, metrics: Metrics
+        self, model_id: str, slots: int, max_queue: int, metrics: Metrics,
+        live_max_queue: int = LIVE_MAX_QUEUE,
     ) -> None:
         self.model_id = model_id
         self.slots = slots
         self.max_queue = max_queue
+        self.live_max_queue = live_max_queue
         self.busy = 0
         self.waiters: deque[asyncio.Future[float]] = deque()
+        self.live: deque[asyncio.Future[float]] = deque()
         self.hold_seconds = 1.0  # running estimate of how long a slot is held
         self._depth = metrics.queue_depth.labels(model_id)
         self._busy = metrics.slots_busy.labels(model_id)
 
-    def retry_after(self) -> int:
-        waits = (len(self.waiters) + 1) / self.slots * self.hold_seconds
+    @property
+    def queued(self) -> int:
+        return len(self.live) + len(self.waiters)
+
+    def retry_after(self, live: bool = False) -> int:
+        # Everyone served before a new request waits ahead of it: a live pass waits only
+        # for the live queue, anything else for both.
+        ahead = len(self.live) if live else self.queued
+        waits = (ahead + 1) / self.slots * self.hold_seconds
         return max(1, min(MAX_RETRY_AFTER, math.ceil(waits)))
 
-    async def acquire(self, deadline: float | None, timeout: float) -> float:
-        """Wait for a slot; returns when it was granted (time.monotonic())."""
-        if self.busy < self.slots and not self.waiters:
+    async def acquire(self, deadline: float | None, timeout: float, live: bool = False) -> float:
+        """Wait for a slot; returns when it was granted (time.monotonic()). `live`: a live
+        session's required pass, served first and counted against `live_max_queue` only."""
+        queue = self.live if live else self.waiters
+        limit = self.live_max_queue if live else self.max_queue
+        if self.busy < self.slots and not self.live and (live or not self.waiters):
             self._take()
             return time.monotonic()
-        if len(self.waiters) >= self.max_queue:
-            raise server_busy(self.model_id, len(self.waiters), self.retry_after())
+        if len(queue) >= limit:
+            raise server_busy(self.model_id, len(queue), self.retry_after(live))
         waiter: asyncio.Future[float] = asyncio.get_running_loop().create_future()
-        self.waiters.append(waiter)
-        self._depth.set(len(self.waiters))
+        queue.append(waiter)
+        self._depth.set(self.queued)
         self._dispatch()
         # The waiter is shielded, so only this coroutine (below) or `_dispatch` ever settles
         # it: a cancelled caller cannot leave a dead waiter for `_dispatch` to grant a slot to.
@@ -125,8 +157,8 @@ class _Lane:
                 self.release(waiter.result())  # granted at the last moment: pass it on
             else:
                 waiter.cancel()
-                self.waiters.remove(waiter)
-                self._depth.set(len(self.waiters))
+                queue.remove(waiter)
+                self._depth.set(self.queued)
             if isinstance(exc, asyncio.TimeoutError):
                 raise deadline_exceeded(timeout, queued=True) from None
             raise
@@ -143,14 +175,14 @@ class _Lane:
         self._busy.set(self.busy)
 
     def _dispatch(self) -> None:
-        """Hand free slots to the oldest waiters."""
-        while self.busy < self.slots and self.waiters:
-            waiter = self.waiters.popleft()
+        """Hand free slots to the oldest live waiters, then to the oldest others."""
+        while self.busy < self.slots and (self.live or self.waiters):
+            waiter = (self.live or self.waiters).popleft()
             if waiter.done():  # never expected (waiters are shielded); never grant to one
                 continue
             self._take()
             waiter.set_result(time.monotonic())
-        self._depth.set(len(self.waiters))
+        self._depth.set(self.queued)
 
 
 class Lease:
@@ -223,8 +255,9 @@ class Scheduler:
         self._lanes: dict[str, _Lane] = {}
 
     def queued(self, model_id: str) -> int:
+        """Requests waiting for a slot of the model, live passes included."""
         lane = self._lanes.get(model_id)
-        return len(lane.waiters) if lane else 0
+        return lane.queued if lane else 0
 
     def busy(self, model_id: str) -> int:
         lane = self._lanes.get(model_id)
@@ -234,19 +267,22 @@ class Scheduler:
         lane = self._lanes.get(spec.id)
         if lane is None:
             lane = self._lanes[spec.id] = _Lane(
-                spec.id, self.config.slots_for(spec), self.config.max_queue, self._metrics
+                spec.id, self.config.slots_for(spec), self.config.max_queue, self._metrics,
+                live_max_queue=self.config.live_max_queue,
             )
         return lane
 
     @asynccontextmanager
     async def admit(
-        self, spec: ModelSpec, ctx: RequestContext | None = None
+        self, spec: ModelSpec, ctx: RequestContext | None = None, *, live: bool = False
     ) -> AsyncIterator[Lease]:
         """A slot in `spec`'s lane and its loaded engine, for the duration of the block.
 
-        `ctx` is the caller's: its deadline counts from `ctx.started`. Raises `Busy` when the
-        queue is full, `TimedOut` when the deadline passes while queued, and `ClientGone`
-        when the caller went away before its slot came up.
+        `ctx` is the caller's: its deadline counts from `ctx.started`. `live`: a live
+        session's required pass, admitted before other waiters and never refused for their
+        full queue (see the module's docstring). Raises `Busy` when its queue is full,
+        `TimedOut` when the deadline passes while queued, and `ClientGone` when the caller
+        went away before its slot came up.
         """
         ctx = ctx or RequestContext()
         timeout = self.config.timeout
@@ -256,7 +292,7 @@ class Scheduler:
         lane = self._lane(spec)
         queued_at = time.monotonic()
         try:
-            granted_at = await lane.acquire(deadline, timeout)
+            granted_at = await lane.acquire(deadline, timeout, live)
         except ServiceError as exc:
             if isinstance(exc, Busy):
                 m.rejected.labels(model_id).inc()

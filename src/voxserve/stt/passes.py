@@ -3,9 +3,14 @@ translate) decoded as one block, each pass a request of its own.
 
 A pass is admitted by the scheduler like an upload (its own slot and deadline, dropped before
 the engine when its caller has gone), checked against the engine's capabilities, and decoded
-by the pipeline (the speech gate included) in a worker thread. Live sessions reach it through
-`DecodePasses`, so that a door without engines (the cluster's ingress) can run the passes
-where the model is loaded (`cluster/proxies.py`) without the sessions knowing.
+by the pipeline (the speech gate included) in a worker thread. A required pass is admitted as
+live work (`Scheduler.admit(..., live=True)`): ahead of queued uploads and never refused for
+their full queue, so a flood of uploads delays a session's text but cannot lose it.
+
+Live sessions reach it through `DecodePasses`, so that a door without engines (the cluster's
+ingress) can run the passes where the model is loaded (`cluster/proxies.py`: the replica's
+`ScheduledPasses` gets the same `optional` flag, so it admits them the same way) without the
+sessions knowing.
 """
 
 from __future__ import annotations
@@ -71,13 +76,15 @@ class ScheduledPasses(DecodePasses):
         ctx: RequestContext, *, optional: bool = False,
     ) -> PassDecode:
         with self._counted(model.spec.id, "optional" if optional else "required"):
-            return await self._decode(model, samples, options, ctx)
+            return await self._decode(model, samples, options, ctx, live=not optional)
 
     async def _decode(
         self, model: PublicModel, samples: np.ndarray, options: DecodeOptions,
-        ctx: RequestContext,
+        ctx: RequestContext, *, live: bool,
     ) -> PassDecode:
-        async with self._scheduler.admit(model.spec, ctx) as lease:
+        # Only required passes jump the queue: an optional one is an ordinary request, and
+        # `optional_may_start` keeps it from even queueing behind other work.
+        async with self._scheduler.admit(model.spec, ctx, live=live) as lease:
             engine: SpeechToTextEngine = lease.engine
             request = SpeechToTextRequest(task=options.task, model=model, audio=b"",
                                           language=options.language)
