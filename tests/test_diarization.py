@@ -140,6 +140,61 @@ def test_diarized_requests_queue_in_their_whisper_models_lane(diarizer):
         assert metric(live.base_url, "voxserve_admitted_total", model="whisper-tiny.en") == 2
 
 
+async def test_a_diarization_holds_its_slot_until_the_diarizer_thread_stops(monkeypatch):
+    """A request that ends while the diarizer runs (a stream whose reader left, after
+    Whisper's thread has finished) keeps its Whisper slot until the diarizer's thread has
+    stopped: the call cannot be interrupted, and freeing the slot earlier let more
+    diarizations run at once than the lane has slots."""
+    import asyncio
+    import threading
+
+    import voxserve.diarize.service as service
+    from voxserve.config import Settings
+    from voxserve.diarize.wiring import DIARIZER_ID
+    from voxserve.services import build_services
+    from voxserve.stt.request import SpeechToTextRequest
+
+    diarizing, release, whisper_done = threading.Event(), threading.Event(), threading.Event()
+    decode_blocks = service.decode_blocks
+
+    def blocked_diarizer(*args):
+        diarizing.set()
+        assert release.wait(60)
+        return []
+
+    def tracked_decode(*args):
+        yield from decode_blocks(*args)
+        whisper_done.set()
+
+    monkeypatch.setattr(service, "run_diarizer", blocked_diarizer)
+    monkeypatch.setattr(service, "decode_blocks", tracked_decode)
+    services = build_services(Settings(cache_dir=MODEL_CACHE, cpu_threads=2, hf_offline=True,
+                                       stt_default_model="whisper-tiny.en"))
+    try:
+        public = services.catalog.resolve(NATIVE)
+        req = SpeechToTextRequest(
+            task="transcribe", model=public, audio=audio_path("audio_meeting.wav").read_bytes(),
+            response_format="diarized_json", stream=True)
+        items = services.transcriber_for(public.spec).decode(req)
+        assert type(await items.__anext__()).__name__ == "StreamStart"
+        for event in (diarizing, whisper_done):
+            assert await asyncio.to_thread(event.wait, 60)
+        await items.aclose()  # the reader is gone; only the diarizer's thread still runs
+        await asyncio.sleep(0.5)  # time for a released slot to show
+        assert services.scheduler.busy("whisper-tiny.en") == 1
+        assert services.workers.active == 1  # the diarizer's thread, counted as a worker
+        diarizer_model = services.pool._entries[DIARIZER_ID]
+        assert diarizer_model.refs == 1  # held for the thread: no idle limit unloads it
+        release.set()
+        deadline = asyncio.get_running_loop().time() + 30
+        while services.scheduler.busy("whisper-tiny.en") or diarizer_model.refs:
+            assert asyncio.get_running_loop().time() < deadline, "the slot was never freed"
+            await asyncio.sleep(0.01)
+    finally:
+        release.set()
+        services.close()
+
+
 def test_agent_named_from_reference_clip(diarizer, client):
     reference = audio_path("audio_agent_reference.wav").read_bytes()
     result = transcribe_meeting(client, response_format="diarized_json",
