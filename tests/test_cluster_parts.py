@@ -190,3 +190,34 @@ async def test_the_ingress_counts_its_calls_under_way_until_they_end_or_are_left
     assert model.in_flight == 1  # the stream is still open
     await stream.aclose()  # the client left mid-stream
     assert model.in_flight == 0 and handle.responses[-1].cancelled
+
+
+@pytest.mark.parametrize(("fields", "param"), [
+    ({"model": "gpt-4o-transcribe", "response_format": "srt"}, "response_format"),
+    ({"model": "gpt-4o-transcribe", "response_format": "srt", "stream": "true"},
+     "response_format"),
+    ({"model": "whisper-1", "prompt": "x", "include[]": "logprobs"}, "include"),
+    ({"model": "gpt-4o-transcribe-diarize", "known_speaker_names[]": "agent"},
+     "known_speaker_references"),
+])
+async def test_the_ingress_refuses_what_the_models_rules_forbid_before_the_upload_crosses(
+    fields, param
+):
+    """The checks that read only the request run in the ingress: a request bound to fail
+    never ships its audio to a model replica (it did, and the replica refused it there)."""
+    from conftest import audio_path
+
+    from voxserve.cluster.ingress import build_ingress_app
+
+    handle = _Handle()
+    handle.gate.set()  # a call that did cross would be answered at once
+    settings = Settings(stt_default_model="whisper-tiny.en", hf_offline=True)
+    app = build_ingress_app(settings, {"whisper-tiny.en": handle})
+    transport = httpx.ASGITransport(app=app)
+    audio = audio_path("audio_hello_world.mp3").read_bytes()
+    async with httpx.AsyncClient(transport=transport, base_url="http://ingress") as client:
+        response = await client.post("/v1/audio/transcriptions", data=fields,
+                                     files={"file": ("a.mp3", audio)})
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"] == param
+    assert handle.responses == []  # no call reached a replica

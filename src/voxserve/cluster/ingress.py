@@ -54,7 +54,7 @@ def build_ingress_app(settings: Settings, handles: dict[str, DeploymentHandle]) 
     local = build_services(settings.model_copy(update={"preload": []}))
     remote = {m: RemoteModel(m, h, settings.ray.retries) for m, h in handles.items()}
     models = RemoteModels(remote)
-    stt = RemoteSpeechToText(models)
+    stt = RemoteSpeechToText(models, local.transcriber_for)
     services = replace(
         local, catalog=ServedCatalog(local.catalog, list(remote)), stt=stt, diarized_stt=stt,
         tts=RemoteTextToSpeech(models), passes=RemoteDecodePasses(models),

@@ -4,7 +4,7 @@ deployments. The HTTP routes and the live sessions cannot tell them apart."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 
 import numpy as np
@@ -40,14 +40,24 @@ class RemoteModels:
 
 class RemoteSpeechToText(TranscriptionService):
     """Transcriptions, translations and diarized transcriptions: the replica of the request's
-    model picks its own pipeline."""
+    model picks its own pipeline. The request is first checked here, by the local service
+    that pipeline runs (`local`: `Services.transcriber_for` of the ingress's own services,
+    which never load a model), so a request bound to fail is refused before its upload
+    crosses to a replica."""
 
-    def __init__(self, models: RemoteModels) -> None:
+    def __init__(
+        self, models: RemoteModels, local: Callable[[ModelSpec], TranscriptionService]
+    ) -> None:
         self._models = models
+        self._local = local
+
+    def check(self, req: SpeechToTextRequest) -> None:
+        self._local(req.model.spec).check(req)
 
     async def decode(
         self, req: SpeechToTextRequest, ctx: RequestContext | None = None
     ) -> AsyncIterator[StreamItem]:
+        self.check(req)
         remote = self._models.for_spec(req.model.spec, ctx)
         items = remote.stream("decode", req, Call.from_context(ctx))
         async with aclosing(items):
@@ -57,6 +67,7 @@ class RemoteSpeechToText(TranscriptionService):
     async def transcribe(
         self, req: SpeechToTextRequest, ctx: RequestContext | None = None
     ) -> Transcript:
+        self.check(req)
         remote = self._models.for_spec(req.model.spec, ctx)
         return await remote.call("transcribe", req, Call.from_context(ctx))
 

@@ -56,13 +56,16 @@ class DiarizedSpeechToText(TranscriptionService):
         # Admission goes through the Whisper model's lane: it is the engine both share.
         self._scheduler = scheduler
 
+    def check(self, req: SpeechToTextRequest) -> None:
+        check_against_profile(req)
+        check_known_speakers(req.diarize)  # counts, pairs and names: the clips need decoding
+
     async def decode(
         self, req: SpeechToTextRequest, ctx: RequestContext | None = None
     ) -> AsyncIterator[StreamItem]:
         """A StreamStart, then speaker segments. Every check of the request and its audio
         runs before the StreamStart (a door can still refuse the request as a whole)."""
-        check_against_profile(req)
-        check_known_speakers(req.diarize)
+        self.check(req)
         audio = await anyio.to_thread.run_sync(
             decode_audio, req.audio, self._settings.max_audio_seconds
         )

@@ -49,6 +49,13 @@ StreamItem = StreamStart | Segment | DecodeEnd
 class TranscriptionService:
     """What every speech-to-text service offers: a stream of items, or the whole Transcript."""
 
+    def check(self, req: SpeechToTextRequest) -> None:
+        """The checks that read only the request's fields (OpenAI's rules for its model name),
+        raising InvalidInput. `decode` runs them first; the cluster's ingress runs the local
+        service's before calling a replica, so a request bound to fail never ships its upload
+        across Ray."""
+        check_against_profile(req)
+
     def decode(
         self, req: SpeechToTextRequest, ctx: RequestContext | None = None
     ) -> AsyncIterator[StreamItem]:
@@ -74,7 +81,7 @@ class SpeechToText(TranscriptionService):
         StreamStart is yielded, so a door that streams can still refuse the request as a
         whole until then (over HTTP: a plain error response instead of an SSE error event).
         """
-        check_against_profile(req)
+        self.check(req)
         opened = await anyio.to_thread.run_sync(
             open_audio, req.audio, self._settings.max_audio_seconds
         )
