@@ -156,6 +156,9 @@ def _temporary(dest: Path) -> Iterator[tuple[BinaryIO, Path]]:
     processes assembling at once never write into the same file; the last rename wins, and both
     wrote the same verified bytes."""
     fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent)
+    # mkstemp makes it owner-only; these are public weights that replicas running as other
+    # users may share, so they get an ordinary file's mode.
+    os.fchmod(fd, 0o644)
     tmp = Path(name)
     try:
         with os.fdopen(fd, "wb") as out:
