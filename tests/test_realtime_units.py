@@ -140,6 +140,8 @@ async def test_a_full_buffer_is_refused_with_an_error_and_the_session_goes_on():
         passes=None, resolve_model=lambda name: resolve_model(catalog, settings, name),
         limits=SessionLimits(max_buffer_seconds=1.0), initial=default_wire(),
     )
+    session.start()
+    assert (await session.outbox.get())["type"] == "session.created"
     session.receive(json.dumps({"type": "session.update", "session": {
         "type": "transcription", "audio": {"input": {"turn_detection": None}}}}))
     assert (await session.outbox.get())["type"] == "session.updated"
@@ -151,6 +153,7 @@ async def test_a_full_buffer_is_refused_with_an_error_and_the_session_goes_on():
     assert error["code"] == "input_audio_buffer_full" and error["event_id"] == "a2"
     session.receive(json.dumps({"type": "input_audio_buffer.clear"}))
     assert (await session.outbox.get())["type"] == "input_audio_buffer.cleared"
+    await session.close()
 
 
 def _resolver():
@@ -209,7 +212,7 @@ TURNS = [Turn(0.1, 0.9, "A"), Turn(1.1, 2.3, "B")]
     ("Hello. Oh, hi there, friend.", "Hello. Oh,"),
 ])
 def test_speaker_segments_cut_the_transcript_itself(transcript, first):
-    speakers = SessionSpeakers(pool=None, diarizer=None)  # segments need no model
+    speakers = SessionSpeakers(passes=None, diarizer=None, session_gone=None)  # segments need no model
     segments = speakers.segments(transcript, WORDS, TURNS, samples=3 * SAMPLE_RATE)
     assert "".join(s.text for s in segments) == transcript
     assert [s.speaker for s in segments] == ["A", "B"]
@@ -220,7 +223,7 @@ def test_speaker_segments_cut_the_transcript_itself(transcript, first):
 
 
 def test_a_turn_without_speaker_turns_is_the_speaker_heard_last():
-    speakers = SessionSpeakers(pool=None, diarizer=None)
+    speakers = SessionSpeakers(passes=None, diarizer=None, session_gone=None)
     first = speakers.segments("Hello.", WORDS[:1], [], samples=SAMPLE_RATE)
     assert [(s.speaker, s.text) for s in first] == [("A", "Hello.")]
     speakers.segments("Hi there, friend.", WORDS[1:], TURNS, samples=3 * SAMPLE_RATE)
@@ -406,12 +409,14 @@ def test_the_lead_of_a_text_ends_at_a_clause_or_a_word():
 async def test_close_stops_a_worker_that_lost_its_cancellation():
     """A worker can lose a cancellation in code we do not own (asyncio.wait_for before
     Python 3.12); `close` cancels it again, so the session is still released."""
-    from dataclasses import dataclass
+    from dataclasses import dataclass, field
 
     from voxserve.realtime.session_base import SessionBase
 
     @dataclass
     class Stubborn(SessionBase):
+        limits: SessionLimits = field(default_factory=SessionLimits)
+
         def session_object(self) -> dict:
             return {"id": self.id}
 

@@ -15,7 +15,6 @@ from voxserve.api import (
     models,
     playground,
     realtime,
-    realtime_translation,
     speech,
     transcriptions,
 )
@@ -57,14 +56,12 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.include_router(transcriptions.router, dependencies=protected)
     app.include_router(speech.router, dependencies=protected)
     # Realtime transcription sessions (voxserve.realtime): the WebSocket authenticates itself.
+    # Both kinds (transcription, translation) share one hub: limits, secrets, services.
     app.state.realtime = RealtimeHub(
-        settings, services.catalog, services.passes, services.pool
+        settings, services.catalog, services.passes, services.tts
     )
     app.include_router(realtime.router)
     app.include_router(realtime.secrets_router, dependencies=protected)
-    # Realtime translation sessions: the same hub (limits, secrets), plus the speech service.
-    app.include_router(realtime_translation.router)
-    app.include_router(realtime_translation.secrets_router, dependencies=protected)
     # The browser playground and offline /docs; the pages are open, their data calls are not.
     app.include_router(playground.router)
 

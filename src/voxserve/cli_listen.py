@@ -80,7 +80,7 @@ async def listen(
     out = out or sys.stdout  # looked up per call: a test runner swaps it
     services = build_services(settings)
     session = RealtimeHub(
-        settings, services.catalog, services.passes, services.pool
+        settings, services.catalog, services.passes
     ).open()
     try:
         return await _run(session, source, model, language, wire_format, vad, paced, out)

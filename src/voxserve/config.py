@@ -221,6 +221,9 @@ class Settings(BaseSettings):
     realtime_max_buffer_seconds: float = Field(600.0, gt=0)
     realtime_partial_interval: float = Field(0.5, gt=0)
     realtime_max_backlog_seconds: float = Field(30.0, gt=0)
+    # A session whose output falls this far behind its audio is closed (a client sending
+    # faster than real time would otherwise grow the server without limit).
+    realtime_backlog_limit_seconds: float = Field(120.0, gt=0)
     # Realtime translation sessions (docs/realtime-translation.md): OpenAI's translation model
     # names are served by this multilingual Whisper (Whisper's speech-to-English task) and this
     # speech model, speaking this voice unless the session names another.

@@ -40,16 +40,24 @@ def mask_key(key: str) -> str:
     return f"{key[:8]}***{key[-4:]}" if len(key) > 12 else "***"
 
 
-async def require_api_key(request: Request) -> None:
-    keys: list[str] = request.app.state.settings.api_keys
+def check_key(keys: list[str], key: str | None) -> None:
+    """Raises OpenAI's 401 unless `key` is one of `keys` (any key when none are set). Every
+    key is compared in full, so the time taken says nothing about which one nearly matched."""
     if not keys:
         return
-    key = presented_key(request.headers.get("authorization"))
     if key is None:
         raise Unauthorized(MISSING_KEY)
-    if not any(hmac.compare_digest(key.encode(), k.encode()) for k in keys):
+    matched = False
+    for known in keys:
+        matched |= hmac.compare_digest(key.encode(), known.encode())
+    if not matched:
         raise Unauthorized(
             f"Incorrect API key provided: {mask_key(key)}. You can find your API key at "
             "https://platform.openai.com/account/api-keys.",
             code="invalid_api_key",
         )
+
+
+async def require_api_key(request: Request) -> None:
+    check_key(request.app.state.settings.api_keys,
+              presented_key(request.headers.get("authorization")))

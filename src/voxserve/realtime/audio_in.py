@@ -64,6 +64,14 @@ class AudioInput:
         self._resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
         self.bytes_per_second = fmt.rate * (2 if fmt.type == "audio/pcm" else 1)
 
+    def samples_in(self, data: bytes) -> int:
+        """How many 16 kHz samples `push(data)` will return, give or take the resampler's
+        few samples of delay (checked before the resampler sees the data: a refused append
+        must leave no trace in its state)."""
+        width = 2 if self.format.type == "audio/pcm" else 1
+        whole = (len(self._carry) + len(data)) // width
+        return whole * SAMPLE_RATE // self.format.rate
+
     def push(self, data: bytes) -> np.ndarray:
         pcm = self._to_int16(data)
         if pcm.size == 0:

@@ -2,10 +2,12 @@
 speaker changes, with the same labels for the same voices across the session's turns.
 
 The ONNX diarizer (`voxserve.diarize`) runs on a turn's audio alone, as the file endpoint runs
-it on a file; the voices it heard in earlier turns go in as *known speakers*, so a cluster
-whose voice matches one (cosine similarity over the diarizer's `match_threshold`) keeps that
-speaker's label, and a new voice gets the next free letter. A speaker's voice is the running
-duration-weighted mean of their embeddings over every turn they spoke in.
+it on a file, through the session's passes (`DecodePasses.diarize`: the scheduler's lane for
+the diarizer, in a worker thread); the voices it heard in earlier turns go in as *known
+speakers*, so a cluster whose voice matches one (cosine similarity over the diarizer's
+`match_threshold`) keeps that speaker's label, and a new voice gets the next free letter. A
+speaker's voice is the running duration-weighted mean of their embeddings over every turn
+they spoke in.
 
 Words get the speaker whose diarized turn overlaps them most (`diarize.assign.label_words`),
 using the final pass's word times; the segments then cut the item's *transcript* (the deltas
@@ -18,9 +20,10 @@ heard last, or `A` in a session's first turn.
 from __future__ import annotations
 
 import difflib
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-import anyio
 import numpy as np
 
 from voxserve.audio.decode import SAMPLE_RATE
@@ -29,7 +32,8 @@ from voxserve.diarize.pipeline import KnownSpeaker, Turn, Voice
 from voxserve.domain import Word
 from voxserve.realtime.transcriber import split_words, word_key
 from voxserve.runtime.catalog import ModelSpec
-from voxserve.runtime.pool import ModelPool
+from voxserve.runtime.context import RequestContext
+from voxserve.stt.passes import DecodePasses
 
 FIRST_SPEAKER = "A"
 
@@ -54,17 +58,19 @@ class _Heard:
 class SessionSpeakers:
     """One session's voices; `turns` must be called in the items' order (one at a time)."""
 
-    def __init__(self, pool: ModelPool, diarizer: ModelSpec) -> None:
-        self._pool = pool
+    def __init__(self, passes: DecodePasses, diarizer: ModelSpec,
+                 session_gone: Callable[[], Awaitable[bool]]) -> None:
+        self._passes = passes
         self._diarizer = diarizer
+        self._session_gone = session_gone
         self._heard: dict[str, _Heard] = {}
         self.last: str | None = None  # the speaker of the newest labelled word
 
     async def turns(self, samples: np.ndarray) -> list[Turn]:
         """Who spoke when in one item's audio, in this session's labels."""
         known = [KnownSpeaker(name, heard.embedding()) for name, heard in self._heard.items()]
-        async with self._pool.use(self._diarizer) as diarizer:
-            result = await anyio.to_thread.run_sync(diarizer.diarize_voices, samples, known)
+        ctx = RequestContext(f"diarize-{time.monotonic_ns()}", is_disconnected=self._session_gone)
+        result = await self._passes.diarize(self._diarizer, samples, known, ctx)
         for voice in result.voices:
             self._learn(voice)
         return result.turns

@@ -24,8 +24,10 @@ import numpy as np
 
 from voxserve.audio.blocks import AudioBlock
 from voxserve.audio.decode import SAMPLE_RATE
+from voxserve.diarize.pipeline import Diarization, KnownSpeaker
+from voxserve.diarize.service import only_item
 from voxserve.domain import Segment
-from voxserve.runtime.catalog import PublicModel
+from voxserve.runtime.catalog import ModelSpec, PublicModel
 from voxserve.runtime.context import RequestContext
 from voxserve.runtime.scheduler import Scheduler
 from voxserve.stt.engine import DecodeInfo, DecodeOptions, SpeechToTextEngine
@@ -56,6 +58,16 @@ class DecodePasses:
 
     def waiting(self, model_id: str) -> bool:
         """Whether other work waits for the model (speculative work then gives way)."""
+        raise NotImplementedError
+
+    # Whether `diarize` is served: a session of a diarization model needs it.
+    diarizes: bool = False
+
+    async def diarize(
+        self, diarizer: ModelSpec, samples: np.ndarray, known: list[KnownSpeaker],
+        ctx: RequestContext,
+    ) -> Diarization:
+        """Who spoke when in one utterance, matched against the session's `known` voices."""
         raise NotImplementedError
 
     def optional_may_start(self, model_id: str) -> bool:
@@ -103,6 +115,18 @@ class ScheduledPasses(DecodePasses):
 
     def waiting(self, model_id: str) -> bool:
         return self._scheduler.queued(model_id) > 0
+
+    diarizes = True
+
+    async def diarize(
+        self, diarizer: ModelSpec, samples: np.ndarray, known: list[KnownSpeaker],
+        ctx: RequestContext,
+    ) -> Diarization:
+        # Through the diarizer's own lane, like any engine call: N sessions share its slots
+        # instead of running N diarizer threads, and the slot is held until the thread ends.
+        async with self._scheduler.admit(diarizer, ctx) as lease:
+            return await only_item(
+                lease, lambda: iter([lease.engine.diarize_voices(samples, known)]))
 
     def optional_may_start(self, model_id: str) -> bool:
         # The scheduler has slots to spare (several per core), so a pass admitted beside

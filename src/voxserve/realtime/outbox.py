@@ -1,0 +1,85 @@
+"""A session's server events on their way to the socket: in order, bounded, and ended once.
+
+A client that stops reading leaves the socket's writes pending, and every event the session
+makes (a translation session's carry audio) would pile up here. The outbox counts what it
+holds (the text of each event's string fields, roughly what it weighs once serialised) and
+calls `on_overflow` once past `max_bytes`; the session then ends itself.
+
+`close(code, reason)` ends it: what is already queued is still delivered, nothing put after
+is, and `get` returns None once it has run dry. The edge closes the socket with the code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+
+EVENT_OVERHEAD = 128  # bytes an event weighs beside its strings: keys, ids, numbers
+
+
+def weight(event: dict) -> int:
+    return EVENT_OVERHEAD + sum(len(v) for v in event.values() if isinstance(v, str))
+
+
+class Outbox:
+    def __init__(self, max_bytes: int, on_overflow: Callable[[], None] | None = None) -> None:
+        self.max_bytes = max_bytes
+        self.on_overflow = on_overflow
+        self._events: deque[tuple[dict, int]] = deque()
+        self._bytes = 0
+        self._ready = asyncio.Event()
+        self.ended = asyncio.Event()  # set by `close`
+        self.close_code: int | None = None
+        self.close_reason = ""
+
+    def put_nowait(self, event: dict) -> None:
+        if self.ended.is_set():
+            return  # the session has said its last word
+        self._append(event)
+        if self._bytes > self.max_bytes and self.on_overflow is not None:
+            overflow, self.on_overflow = self.on_overflow, None
+            overflow()
+
+    def put_last(self, event: dict, code: int, reason: str) -> None:
+        """`event` (past any limit), then the end."""
+        if not self.ended.is_set():
+            self._append(event)
+            self.close(code, reason)
+
+    def close(self, code: int, reason: str = "") -> None:
+        if not self.ended.is_set():
+            self.close_code, self.close_reason = code, reason
+            self.ended.set()
+            self._ready.set()
+
+    def _append(self, event: dict) -> None:
+        size = weight(event)
+        self._events.append((event, size))
+        self._bytes += size
+        self._ready.set()
+
+    async def get(self) -> dict | None:
+        """The next event; None once closed and drained."""
+        while not self._events:
+            if self.ended.is_set():
+                return None
+            self._ready.clear()
+            await self._ready.wait()
+        return self.get_nowait()
+
+    def get_nowait(self) -> dict | None:
+        if not self._events:
+            if self.ended.is_set():
+                return None
+            raise asyncio.QueueEmpty
+        event, size = self._events.popleft()
+        self._bytes -= size
+        return event
+
+    def empty(self) -> bool:
+        return not self._events
+
+    @property
+    def held_bytes(self) -> int:
+        return self._bytes
