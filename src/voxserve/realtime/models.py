@@ -20,8 +20,11 @@ from voxserve.runtime.catalog import Catalog, PublicModel
 
 # Realtime-only names; their rules are gpt-4o-transcribe's (token usage, logprobs).
 REALTIME_ONLY_NAMES = ("gpt-transcribe", "gpt-live-transcribe", "gpt-realtime-whisper")
-# No VAD and no prompt, as OpenAI documents for it.
-CLIENT_COMMIT_ONLY = "gpt-realtime-whisper"
+# Turns end only when the client commits: OpenAI refuses any turn detection for these
+# (session_config.py), so their sessions send no speech_started/stopped. gpt-realtime-whisper
+# also refuses a prompt.
+COMMIT_ONLY_MODELS = ("gpt-live-transcribe", "gpt-realtime-whisper")
+NO_PROMPT_MODELS = ("gpt-realtime-whisper",)
 DEFAULT_MODEL = "whisper-1"
 # The profiles of the diarization models: their sessions send speaker segments.
 SPEAKER_PROFILES = ("gpt-4o-transcribe-diarize", "native-diarize")
@@ -51,7 +54,15 @@ def labels_speakers(model: PublicModel) -> bool:
     return model.profile in SPEAKER_PROFILES
 
 
+def realtime_only_models(catalog: Catalog, settings: Settings) -> list[PublicModel]:
+    """The realtime-only names this server serves that the catalog does not already hold
+    (an alias of `VOXSERVE_ALIASES` puts one there): `/v1/models` lists them too."""
+    served = (resolve_model(catalog, settings, n) for n in REALTIME_ONLY_NAMES
+              if catalog.resolve(n) is None)
+    return [m for m in served if m is not None]
+
+
 def known_names(catalog: Catalog, settings: Settings) -> list[str]:
     names = [m.id for m in catalog.public_models() if m.spec.kind == "stt"]
-    names += [n for n in REALTIME_ONLY_NAMES if resolve_model(catalog, settings, n)]
+    names += [m.id for m in realtime_only_models(catalog, settings)]
     return names

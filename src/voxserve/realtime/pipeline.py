@@ -119,6 +119,10 @@ class LivePipeline:
 
     # -- what the session tells it -------------------------------------------------------
 
+    def set_partial_interval(self, seconds: float | None) -> None:
+        """Seconds of new audio between live passes from now on (None: no live passes)."""
+        self._interval = int(seconds * SAMPLE_RATE) if seconds is not None else None
+
     def begin(self, utterance: LiveUtterance) -> None:
         self.open = utterance
         self._wake.set()

@@ -77,7 +77,8 @@ class TranscriptionSession(SessionBase):
         self.pipeline = LivePipeline(
             self.passes, self.segmenter, self, session_id=self.id,
             errors_as_events=self._errors_as_events,
-            partial_interval=self.limits.partial_interval, new_speakers=self._new_speakers,
+            partial_interval=self.config.partial_interval or self.limits.partial_interval,
+            new_speakers=self._new_speakers,
         )
         self._last_item_id: str | None = None
         self._segments = 0  # speaker segments sent: their ids
@@ -110,6 +111,7 @@ class TranscriptionSession(SessionBase):
         config = build_config(wire, self.resolve_model)
         old, self.config, self._wire = self.config, config, wire
         self.segmenter.set_format(config.format)
+        self.pipeline.set_partial_interval(config.partial_interval or self.limits.partial_interval)
         if config.turn != old.turn:
             self.pipeline.discard_open()
             self.segmenter.set_turn(config.turn)
@@ -153,7 +155,8 @@ class TranscriptionSession(SessionBase):
         speakers = labels_speakers(config.model) and self.diarizer is not None
         options = PassOptions(language=config.language, prompt=config.prompt,
                               logprobs=config.include_logprobs, beam_size=self.limits.beam_size,
-                              word_timestamps=speakers)
+                              word_timestamps=speakers, hotwords=config.hotwords,
+                              language_candidates=config.languages)
         return LiveUtterance(new_id("item"), start, UtteranceTranscriber(decoder, options),
                              speakers=speakers)
 

@@ -4,24 +4,40 @@ into the effective session, which is what `session.created` / `session.updated` 
 Updates are partial, as OpenAI's are: fields left out keep their value, `null` turns a
 feature off (`turn_detection: null` means the client commits), and the whole-object fields
 (`format`, `turn_detection`, `noise_reduction`) are replaced, not merged.
+
+The commit-only models (`gpt-live-transcribe`, `gpt-realtime-whisper`) refuse any turn
+detection object with OpenAI's error. Since a session starts with `server_vad`, an update (or
+a client secret's session) that names one of them and says nothing of `turn_detection` turns
+it off (`null`), rather than being refused for the default it never asked for.
+
+`transcription.delay` sets the seconds of new audio between live passes
+(`DELAY_PARTIAL_INTERVAL`), `keywords` become Whisper's hotwords, `languages` narrows
+language detection to those languages.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from voxserve.errors import InvalidInput
 from voxserve.languages import normalize_language
 from voxserve.realtime.audio_in import FORMAT_RATES, InputFormat
 from voxserve.realtime.events import missing_parameter, wrong_type
-from voxserve.realtime.models import CLIENT_COMMIT_ONLY, DEFAULT_MODEL
+from voxserve.realtime.models import COMMIT_ONLY_MODELS, DEFAULT_MODEL, NO_PROMPT_MODELS
 from voxserve.realtime.turns import SEMANTIC_MAX_WAIT, TurnConfig
 from voxserve.runtime.catalog import PublicModel
 from voxserve.stt.profiles import profile_for
 
 LOGPROBS = "item.input_audio_transcription.logprobs"
 NOISE_REDUCTION_TYPES = ("near_field", "far_field")
+# `transcription.delay` -> seconds of new audio between a turn's live passes: a longer wait
+# sends the live text later and in bigger steps (each pass hears more), and costs fewer passes.
+# "low" is the server's default interval (REALTIME_PARTIAL_INTERVAL, 0.5 s).
+DELAY_PARTIAL_INTERVAL = {"minimal": 0.3, "low": 0.5, "medium": 0.8, "high": 1.2, "xhigh": 2.0}
+# `keywords` joined into Whisper's hotwords: at most as long as the file endpoint's `hotwords`.
+MAX_HOTWORDS_CHARS = 1000
+TRANSCRIPTION_FIELDS = ("model", "language", "prompt", "delay", "keywords", "languages")
 
 ModelResolver = Callable[[str], PublicModel | None]
 
@@ -35,12 +51,32 @@ class SessionConfig:
     prompt: str | None = None
     include_logprobs: bool = False
     noise_reduction: dict | None = None
-    extra_transcription: dict = field(default_factory=dict)  # accepted, reported, not used
     language_given: str | None = None  # as the client wrote it
+    delay: str | None = None  # minimal|low|medium|high|xhigh; None: the server's interval
+    keywords: tuple[str, ...] = ()  # as the client wrote them
+    languages: tuple[str, ...] = ()  # Whisper codes, in the client's order, no repeats
+    languages_given: tuple[str, ...] = ()  # as the client wrote them
+
+    @property
+    def partial_interval(self) -> float | None:
+        """Seconds of new audio between live passes that `delay` asks for; None: the
+        server's REALTIME_PARTIAL_INTERVAL."""
+        return DELAY_PARTIAL_INTERVAL[self.delay] if self.delay else None
+
+    @property
+    def hotwords(self) -> str | None:
+        """The keywords as Whisper's hotwords (text the decoder is primed with)."""
+        return ", ".join(k.strip() for k in self.keywords if k.strip()) or None
 
     def wire(self) -> dict:
         transcription = {"model": self.model.id, "language": self.language_given,
-                         "prompt": self.prompt or "", **self.extra_transcription}
+                         "prompt": self.prompt or ""}
+        if self.delay is not None:
+            transcription["delay"] = self.delay
+        if self.keywords:
+            transcription["keywords"] = list(self.keywords)
+        if self.languages_given:
+            transcription["languages"] = list(self.languages_given)
         return {
             "type": "transcription",
             "include": [LOGPROBS] if self.include_logprobs else [],
@@ -79,7 +115,22 @@ def merge_update(current: dict, update: object) -> dict:
             merged["audio"] = audio
         else:
             merged[key] = value
+    if _names_commit_only_model(update):
+        # A commit-only model without a word about turn detection: the client commits (the
+        # session's default server_vad would only be refused).
+        given = update["audio"]["input"]
+        if "turn_detection" not in given and isinstance(merged.get("audio"), dict) and \
+                isinstance(merged["audio"].get("input"), dict):
+            merged["audio"] = {**merged["audio"],
+                               "input": {**merged["audio"]["input"], "turn_detection": None}}
     return merged
+
+
+def _names_commit_only_model(update: dict) -> bool:
+    audio = update.get("audio")
+    given = audio.get("input") if isinstance(audio, dict) else None
+    transcription = given.get("transcription") if isinstance(given, dict) else None
+    return isinstance(transcription, dict) and transcription.get("model") in COMMIT_ONLY_MODELS
 
 
 def _merge_input(current: dict, update: dict) -> dict:
@@ -121,8 +172,7 @@ def build_config(wire: dict, resolve: ModelResolver) -> SessionConfig:
     noise = _noise_reduction(given.get("noise_reduction"))
     turn = _turn_detection(given["turn_detection"]) if "turn_detection" in given else TurnConfig()
     transcription = _object(given.get("transcription") or {}, "session.audio.input.transcription")
-    _only(transcription, "session.audio.input.transcription",
-          ("model", "language", "prompt", "delay", "keywords", "languages"))
+    _only(transcription, "session.audio.input.transcription", TRANSCRIPTION_FIELDS)
     name = transcription.get("model") or DEFAULT_MODEL
     if not isinstance(name, str):
         raise wrong_type("session.audio.input.transcription.model", "a string", name)
@@ -149,16 +199,17 @@ def build_config(wire: dict, resolve: ModelResolver) -> SessionConfig:
     prompt = transcription.get("prompt") or None
     if prompt is not None and not isinstance(prompt, str):
         raise wrong_type("session.audio.input.transcription.prompt", "a string", prompt)
+    delay = _delay(transcription.get("delay"))
+    keywords = _keywords(transcription.get("keywords"))
+    languages_given, languages = _languages(transcription.get("languages"))
     profile = profile_for(model.profile)
-    if name == CLIENT_COMMIT_ONLY:
-        if turn is not None:
-            raise InvalidInput(
-                f"Turn detection is not supported with model '{name}': set "
-                "'session.audio.input.turn_detection' to null and commit the audio buffer.",
-                param="session.audio.input.turn_detection", code="unsupported_value",
-            )
-        if prompt:
-            raise _unsupported_prompt(name)
+    if name in COMMIT_ONLY_MODELS and turn is not None:
+        raise InvalidInput(
+            "Turn detection is not supported for this transcription model.",
+            param="session.audio.input.turn_detection", code="invalid_value",
+        )
+    if name in NO_PROMPT_MODELS and prompt:
+        raise _unsupported_prompt(name)
     if prompt and not profile.prompt:
         raise _unsupported_prompt(name)
     if include and not profile.logprobs:
@@ -166,13 +217,68 @@ def build_config(wire: dict, resolve: ModelResolver) -> SessionConfig:
             f"'{LOGPROBS}' is not supported with model '{name}'.",
             param="session.include", code="unsupported_value",
         )
-    extra = {k: transcription[k] for k in ("delay", "keywords", "languages")
-             if transcription.get(k) is not None}
     return SessionConfig(
         model=model, format=fmt, turn=turn, language=language, prompt=prompt,
-        include_logprobs=bool(include), noise_reduction=noise, extra_transcription=extra,
-        language_given=language_given or None,
+        include_logprobs=bool(include), noise_reduction=noise,
+        language_given=language_given or None, delay=delay, keywords=keywords,
+        languages=languages, languages_given=languages_given,
     )
+
+
+_TRANSCRIPTION = "session.audio.input.transcription"
+
+
+def _delay(value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise wrong_type(f"{_TRANSCRIPTION}.delay", "a string", value)
+    if value not in DELAY_PARTIAL_INTERVAL:
+        raise _invalid(f"{_TRANSCRIPTION}.delay", value, tuple(DELAY_PARTIAL_INTERVAL))
+    return value
+
+
+def _strings(value: object, param: str) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise wrong_type(param, "an array of strings", value)
+    for index, item in enumerate(value):
+        if not isinstance(item, str):
+            raise wrong_type(f"{param}[{index}]", "a string", item)
+    return tuple(value)
+
+
+def _keywords(value: object) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    param = f"{_TRANSCRIPTION}.keywords"
+    keywords = _strings(value, param)
+    joined = ", ".join(k.strip() for k in keywords if k.strip())
+    if len(joined) > MAX_HOTWORDS_CHARS:
+        raise InvalidInput(
+            f"Invalid '{param}': the keywords joined by ', ' may be at most "
+            f"{MAX_HOTWORDS_CHARS} characters, but they are {len(joined)}.",
+            param=param, code="invalid_value",
+        )
+    return keywords
+
+
+def _languages(value: object) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The languages as sent and as Whisper codes, without repeats."""
+    if value is None:
+        return (), ()
+    param = f"{_TRANSCRIPTION}.languages"
+    given = _strings(value, param)
+    codes: list[str] = []
+    for index, item in enumerate(given):
+        code = normalize_language(item)
+        if code is None:
+            raise InvalidInput(
+                f"Invalid value: '{item}'. Language must be an ISO-639-1 code (e.g. 'en').",
+                param=f"{param}[{index}]", code="invalid_value",
+            )
+        if code not in codes:
+            codes.append(code)
+    return given, tuple(codes)
 
 
 def _format(value: object) -> InputFormat:

@@ -197,6 +197,10 @@ class PassOptions:
     beam_size: int = 5  # of the final pass; live passes are greedy
     task: Task = "transcribe"  # "translate": Whisper's speech-to-English (live translation)
     word_timestamps: bool = False  # of the final pass: speaker segments need word times
+    hotwords: str | None = None  # the session's `keywords`, as Whisper's hotwords (every pass)
+    # The session's `languages` (Whisper codes): with `language` None, detection picks one
+    # of these.
+    language_candidates: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -257,6 +261,7 @@ class PassDecoder:
         decode = DecodeOptions(
             task=options.task,
             language=options.language,
+            language_candidates=options.language_candidates,
             prompt=options.prompt,
             logprobs=options.logprobs,
             word_timestamps=options.word_timestamps and final,
@@ -267,9 +272,12 @@ class PassDecoder:
             # utterance: nothing to condition on across windows of a long final pass. A turn is
             # retried hotter only when its text repeats itself: a retry for a low
             # log-probability would double a pass's latency, on every mumbled turn.
-            engine_options={"beam_size": options.beam_size if final else 1,
+            engine_options={"beam_size": options.beam_size,
                             "condition_on_previous_text": False,
-                            "log_prob_threshold": None},
+                            "log_prob_threshold": None,
+                            # One utterance, shorter than a window: encode it alone.
+                            "short_window": True,
+                            **({"hotwords": options.hotwords} if options.hotwords else {})},
         )
         # Each pass is a request of its own: its deadline counts from now, not from when the
         # session opened, and it is dropped before the engine if the session has ended.

@@ -35,6 +35,9 @@ class VadSettings:
 class DecodeOptions:
     task: Task = "transcribe"
     language: str | None = None  # None: the pipeline detects it on the first block
+    # With `language` None: the languages the audio may be in (Whisper codes). Detection
+    # picks the most probable of these (`restrict_language`); one alone is simply used.
+    language_candidates: tuple[str, ...] = ()
     prompt: str | None = None  # text that precedes this stretch of audio
     temperature: float | None = None  # None: the engine's own policy (Whisper: fallback ladder)
     word_timestamps: bool = False
@@ -67,6 +70,20 @@ class DecodeInfo:
     language_probability: float
     language_probabilities: tuple[tuple[str, float], ...] = ()
     prompt_tokens: int = 0  # the request's prompt, counted by the engine's tokenizer
+
+
+def restrict_language(info: DecodeInfo, candidates: tuple[str, ...]) -> DecodeInfo:
+    """A detection narrowed to `candidates`: the most probable of them by the detector's
+    probabilities (`info.language_probabilities`, its most likely languages). When none of
+    them is among those, the detector heard none of them: the first candidate is used."""
+    if not candidates or info.language in candidates:
+        return info
+    probabilities = dict(info.language_probabilities)
+    heard = [(probabilities[c], -i, c) for i, c in enumerate(candidates) if c in probabilities]
+    if not heard:
+        return DecodeInfo(candidates[0], 0.0, info.language_probabilities, info.prompt_tokens)
+    probability, _, language = max(heard)
+    return DecodeInfo(language, probability, info.language_probabilities, info.prompt_tokens)
 
 
 @dataclass(frozen=True)

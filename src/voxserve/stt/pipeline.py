@@ -41,7 +41,13 @@ from voxserve.errors import audio_too_short
 from voxserve.runtime.memory import trim_heap
 from voxserve.stt.chunking import Chunk, map_in_order, pack_chunks, to_file_times
 from voxserve.stt.chunking import speech_regions as chunk_regions
-from voxserve.stt.engine import DecodeEnd, DecodeInfo, DecodeOptions, SpeechToTextEngine
+from voxserve.stt.engine import (
+    DecodeEnd,
+    DecodeInfo,
+    DecodeOptions,
+    SpeechToTextEngine,
+    restrict_language,
+)
 from voxserve.stt.speech_gate import SpeechGate
 
 FRAMES_PER_SECOND = 100  # `seek` unit: 10 ms frames, as Whisper counts them
@@ -253,9 +259,19 @@ def shift(segment: Segment, seconds: float) -> Segment:
 def identify_language(
     engine: SpeechToTextEngine, first: AudioBlock, options: DecodeOptions, given: str | None
 ) -> DecodeInfo:
-    """The request's language, or the one the engine hears in the file's first block."""
+    """The request's language, or the one the engine hears in the file's first block (of
+    `options.language_candidates` when there are some)."""
     if given is not None:
         return DecodeInfo(given, 1.0)
+    candidates = options.language_candidates
+    if len(candidates) == 1:
+        return DecodeInfo(candidates[0], 1.0)
+    return restrict_language(_detect_language(engine, first, options), candidates)
+
+
+def _detect_language(
+    engine: SpeechToTextEngine, first: AudioBlock, options: DecodeOptions
+) -> DecodeInfo:
     whole = _only_chunk(engine, first, options)
     if whole is not None:
         # Exactly the audio the chunk's decode will encode: the engine can reuse that
