@@ -185,3 +185,41 @@ def stop_process(process: subprocess.Popen) -> None:
             process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
+
+
+# A driver that deploys a second ingress application beside voxserve's, onto the same model
+# deployments (their handles): the deploy step's own `ingress_application`, with its own
+# replica count, application name and route prefix. `delete` removes it again.
+_SECOND_INGRESS = """
+import sys
+import ray
+from ray import serve
+from voxserve.cluster.deploy import ingress_application
+from voxserve.cluster.served import deployment_name
+from voxserve.config import Settings
+
+address, app, prefix, replicas = sys.argv[1:5]
+ray.init(address=address, _node_ip_address="127.0.0.1", include_dashboard=False)
+if prefix == "delete":
+    serve.delete(app)
+    sys.exit(0)
+settings = Settings()
+ray_settings = settings.ray.model_copy(update={
+    "ingress_replicas": int(replicas), "ingress_num_cpus": 0.05, "app_name": app})
+settings = settings.model_copy(update={"ray": ray_settings})
+handles = {m: serve.get_deployment_handle(deployment_name(m), app_name="voxserve")
+           for m in settings.ray.models}
+serve.run(ingress_application(settings, handles), name=app, route_prefix=prefix)
+"""
+
+
+def run_ingress_driver(address: str, env: dict[str, str], app: str, prefix: str,
+                       replicas: int = 2, timeout: float = 300) -> None:
+    """Deploys (or, with prefix "delete", deletes) a second ingress application; returns once
+    Serve reports it running."""
+    done = subprocess.run(
+        [sys.executable, "-c", _SECOND_INGRESS, address, app, prefix, str(replicas)],
+        env=env, capture_output=True, timeout=timeout, start_new_session=True,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"the ingress driver failed: {done.stderr.decode()[-3000:]}")

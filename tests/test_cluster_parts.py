@@ -221,3 +221,119 @@ async def test_the_ingress_refuses_what_the_models_rules_forbid_before_the_uploa
     assert response.status_code == 400, response.text
     assert response.json()["error"]["param"] == param
     assert handle.responses == []  # no call reached a replica
+
+
+async def test_a_unary_call_whose_client_left_is_cancelled_on_the_replica(monkeypatch):
+    """The caller's client-gone probe is asked while the replica works (an HTTP upload whose
+    client left, a pass whose session ended): the call is cancelled there, not run out."""
+    from voxserve.cluster import calls
+    from voxserve.cluster.calls import RemoteModel
+    from voxserve.errors import ClientGone
+    from voxserve.runtime.context import RequestContext
+
+    monkeypatch.setattr(calls, "PROBE_SECONDS", 0.01)
+    gone = False
+
+    async def is_disconnected() -> bool:
+        return gone
+
+    handle = _Handle()  # never answers: the gate stays shut
+    model = RemoteModel("whisper", handle, retries=2)
+    call = asyncio.create_task(model.call("transcribe", ctx=RequestContext(
+        is_disconnected=is_disconnected)))
+    await asyncio.sleep(0.05)
+    assert not call.done() and not handle.responses[0].cancelled
+    gone = True
+    with pytest.raises(ClientGone):
+        await asyncio.wait_for(call, 2)
+    assert len(handle.responses) == 1 and handle.responses[0].cancelled  # not retried
+    assert model.in_flight == 0
+    # A caller whose task is cancelled cancels the call too; one that stays gets the answer.
+    waiting = asyncio.create_task(model.call("transcribe", ctx=RequestContext()))
+    await asyncio.sleep(0.05)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert handle.responses[-1].cancelled
+    handle.gate.set()
+    assert await model.call("transcribe", ctx=RequestContext()) == "done"
+
+
+# --- realtime client secrets: signed, valid on every ingress replica with the deployment's key --
+
+
+def _grant(model: str = "whisper-1"):
+    from voxserve.realtime.hub import Grant
+
+    return Grant("transcription", {"type": "transcription", "audio": {"input": {
+        "transcription": {"model": model, "language": "en"}}}})
+
+
+def test_signed_secrets_are_accepted_by_every_holder_of_the_key_and_nobody_else(monkeypatch):
+    from voxserve.realtime import hub as hub_module
+    from voxserve.realtime.hub import EphemeralSecrets
+
+    key = EphemeralSecrets.new_key()
+    one, other, stranger = EphemeralSecrets(key), EphemeralSecrets(key), EphemeralSecrets()
+    value, expires_at = one.create(_grant(), 60)
+    assert value.startswith("ek_") and len(value) < 400
+    assert other.grant_for(value) == _grant() and one.grant_for(value) == _grant()
+    assert stranger.grant_for(value) is None
+    body, _, signature = value.partition(".")
+    forged = f"{body[:-2]}AA.{signature}"  # a changed payload no longer matches its signature
+    for bad in (forged, body, value + "x", "ek_forged", "ek_.", ""):
+        assert other.grant_for(bad) is None, bad
+    assert one.create(_grant(), 60)[0] != value  # a nonce each: no two secrets alike
+    # Expired: refused, whoever holds the key.
+    now = hub_module.time.time()
+    monkeypatch.setattr(hub_module.time, "time", lambda: now + 61)
+    assert other.grant_for(value) is None
+    # A session too large to travel in a header is refused when the secret is made.
+    huge = _grant()
+    huge.session["audio"]["input"]["transcription"]["prompt"] = hub_module.secrets.token_hex(8000)
+    with pytest.raises(Exception, match="too large"):
+        one.create(huge, 60)
+
+
+def test_two_ingress_apps_with_one_key_share_client_secrets_and_refuse_live_speakers():
+    """Two ingress replicas as the deploy step builds them (one key for both, stand-in model
+    handles): a secret made by one opens a session on the other, not on an ingress of another
+    deployment; a diarization model is refused with an error that says why (the cluster's
+    passes do not diarize)."""
+    from starlette.testclient import TestClient
+
+    from voxserve.cluster.ingress import build_ingress_app
+    from voxserve.realtime.hub import EphemeralSecrets
+
+    settings = Settings(stt_default_model="whisper-tiny.en", hf_offline=True)
+    key = EphemeralSecrets.new_key()
+    first, second, elsewhere = (
+        TestClient(build_ingress_app(settings, {"whisper-tiny.en": _Handle()}, k))
+        for k in (key, key, None)
+    )
+    made = first.post("/v1/realtime/client_secrets", json={"session": {
+        "type": "transcription", "audio": {"input": {"turn_detection": None,
+                                                     "transcription": {"language": "en"}}}}})
+    assert made.status_code == 200, made.text
+    secret = made.json()["value"]
+    with second.websocket_connect("/v1/realtime?intent=transcription",
+                                  headers={"Authorization": f"Bearer {secret}"}) as ws:
+        created = ws.receive_json()
+        assert created["type"] == "session.created"
+        assert created["session"]["audio"]["input"]["turn_detection"] is None
+        ws.send_json({"type": "session.update", "session": {"type": "transcription", "audio": {
+            "input": {"transcription": {"model": "gpt-4o-transcribe-diarize"}}}}})
+        refused = ws.receive_json()
+    assert refused["type"] == "error"
+    assert refused["error"]["param"] == "session.audio.input.transcription.model"
+    assert "does not diarize live sessions" in refused["error"]["message"]
+    with elsewhere.websocket_connect("/v1/realtime?intent=transcription",
+                                     headers={"Authorization": f"Bearer {secret}"}) as ws:
+        event = ws.receive_json()
+    assert event["type"] == "error" and event["error"]["code"] == "invalid_api_key"
+    # Nor can a secret ask for speakers the cluster cannot give.
+    refused = first.post("/v1/realtime/client_secrets", json={"session": {
+        "type": "transcription", "audio": {"input": {
+            "transcription": {"model": "gpt-4o-transcribe-diarize"}}}}})
+    assert refused.status_code == 400
+    assert "does not diarize live sessions" in refused.json()["error"]["message"]

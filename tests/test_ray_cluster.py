@@ -98,6 +98,10 @@ def ray_serve(tmp_path_factory) -> Iterator[Deployment]:
         # Small enough for the backpressure test to reach Ray's own limit.
         "VOXSERVE_RAY_MAX_ONGOING_REQUESTS": "2",
         "VOXSERVE_RAY_MAX_QUEUED_REQUESTS": "2",
+        # Serve's proxy sends requests to an ingress replica on its own node while there is
+        # one; the two-ingress test needs it to spread them over both (as proxies on every
+        # node behind a load balancer would, each to its own).
+        "RAY_SERVE_PROXY_PREFER_LOCAL_NODE_ROUTING": "0",
     })
     cluster = LocalRayCluster(temp_dir, env, base)
     process = None
@@ -337,6 +341,71 @@ def test_realtime_translation_through_the_ingress(ray_serve):
     assert all(_admitted(ray_serve, m) > before[m] for m in before)
 
 
+def test_realtime_diarization_model_is_refused_on_the_cluster(ray_serve):
+    """The cluster's passes do not diarize: a session that asks for speakers gets an error
+    that says so (and goes on), never a session that silently drops them."""
+    import asyncio
+
+    async def session(client: openai.AsyncOpenAI):
+        async with client.realtime.connect(extra_query={"intent": "transcription"}) as conn:
+            assert (await conn.recv()).type == "session.created"
+            await conn.session.update(session={"type": "transcription", "audio": {"input": {
+                "transcription": {"model": "gpt-4o-transcribe-diarize"}}}})
+            refused = await conn.recv()
+            await conn.session.update(session={"type": "transcription", "audio": {"input": {
+                "transcription": {"model": "whisper-1"}}}})
+            return refused, await conn.recv()
+
+    refused, updated = asyncio.run(_live(ray_serve, session))
+    assert refused.type == "error", refused
+    assert refused.error.param == "session.audio.input.transcription.model"
+    assert "does not diarize live sessions" in refused.error.message
+    assert updated.type == "session.updated"
+
+
+def test_two_ingress_replicas_accept_one_client_secret(ray_serve):
+    """A second ingress application with two replicas, deployed by the deploy step's own
+    `ingress_application` onto the same model deployments: every client secret made through
+    it opens a session through it, whichever replica made it and whichever accepts the
+    socket (with secrets kept per process, each connect had one chance in two of a 401)."""
+    import asyncio
+
+    from ray_cluster import run_ingress_driver
+
+    app, prefix = "voxserve-two", "/two"
+    base = f"{ray_serve.base_url}{prefix}"
+    env = ray_serve.cluster.env
+    run_ingress_driver(ray_serve.cluster.address, env, app, prefix, replicas=2)
+    try:
+        # Both replicas answer (Serve's proxy spreads requests over them).
+        def two_answer() -> bool:
+            pids = {httpx.get(f"{base}/health", timeout=60).json()["ingress"]["pid"]
+                    for _ in range(12)}
+            return len(pids) == 2
+
+        _wait(two_answer, "two ingress replicas to answer", patience=60)
+        secrets = []
+        with openai.OpenAI(base_url=f"{base}/v1", api_key="test", max_retries=0) as sdk:
+            for _ in range(8):
+                secrets.append(sdk.realtime.client_secrets.create(session={
+                    "type": "transcription", "audio": {"input": {
+                        "transcription": {"model": "whisper-1", "language": "en"}}}}).value)
+
+        async def connect_with(secret: str) -> str:
+            client = openai.AsyncOpenAI(base_url=f"{base}/v1", api_key=secret, max_retries=0)
+            async with client, client.realtime.connect(extra_query={"intent": "transcription"}) \
+                    as conn:
+                event = await asyncio.wait_for(conn.recv(), 60)
+                return event.type if event.type != "error" else event.error.code
+
+        async def all_of_them() -> list[str]:
+            return [await connect_with(secret) for secret in secrets]
+
+        assert asyncio.run(all_of_them()) == ["session.created"] * len(secrets)
+    finally:
+        run_ingress_driver(ray_serve.cluster.address, env, app, "delete")
+
+
 # --- scale-out, backpressure, cancellation ----------------------------------------------------
 
 
@@ -466,6 +535,34 @@ def test_full_cluster_answers_429_and_leaving_clients_cancel_the_work(ray_serve)
     assert audio_after == audio_before
 
 
+def test_an_upload_whose_client_left_is_cancelled_on_the_replica(ray_serve):
+    """A non-streamed transcription whose client leaves while a Whisper replica decodes it:
+    the call is cancelled there (the replica frees its slot at once and never finishes the
+    transcript, which would count its audio seconds), as on one machine."""
+    import asyncio
+
+    replicas = _two_whisper_replicas(ray_serve)
+    _wait(lambda: _all_idle(ray_serve, WHISPER), "the Whisper replicas to be idle")
+    audio_before = sum(_per_replica(ray_serve, "voxserve_audio_seconds", WHISPER).values())
+    joined = _joined(("sense_and",), 4)  # two minutes: far longer to decode than the test waits
+
+    async def leave_mid_decode() -> None:
+        async with httpx.AsyncClient(timeout=PATIENCE) as http:
+            upload = asyncio.create_task(http.post(
+                f"{ray_serve.base_url}/v1/audio/transcriptions", data={"model": WHISPER},
+                files={"file": ("long.wav", joined.wav)}))
+            await asyncio.to_thread(_computing_replica, replicas)
+            upload.cancel()  # the client goes: its connection closes
+            with pytest.raises(asyncio.CancelledError):
+                await upload
+
+    asyncio.run(leave_mid_decode())
+    _wait(lambda: _all_idle(ray_serve, WHISPER), "the replica to drop the abandoned upload",
+          patience=30)
+    audio_after = sum(_per_replica(ray_serve, "voxserve_audio_seconds", WHISPER).values())
+    assert audio_after == audio_before
+
+
 # --- faults -----------------------------------------------------------------------------------
 
 
@@ -505,6 +602,57 @@ def _joined(prefixes: tuple[str, ...], times: int):
 
 def _all_clips_heard(text: str, joined) -> bool:
     return all(_matches(text, reference_texts()[name]) for name, _ in joined.placements)
+
+
+def test_killed_whisper_replica_mid_session_is_survived(ray_serve):
+    """A Whisper replica killed while a live session's passes run on it: a pass whose replica
+    died is made again on the other one (nothing had been sent), so every turn still ends;
+    the session is left without hanging, however it goes."""
+    import asyncio
+
+    replicas = _two_whisper_replicas(ray_serve)
+    clips = ["sense_and_sensibility_01_austen_64kb-0870.wav", "arctic_a0007.wav",
+             "sense_and_sensibility_01_austen_64kb-0890.wav", "goforward.wav"]
+    audio = pcm24(speech(*clips, gap=1.5))
+    killed: list[int] = []
+
+    async def session(client: openai.AsyncOpenAI) -> list:
+        async with client.realtime.connect(extra_query={"intent": "transcription"}) as conn:
+            assert (await conn.recv()).type == "session.created"
+            await conn.session.update(session={"type": "transcription", "audio": {"input": {
+                "transcription": {"model": WHISPER, "language": "en"}}}})
+            for piece in chunks(audio, 48_000):
+                await conn.input_audio_buffer.append(audio=piece)
+            victim = await asyncio.to_thread(_computing_replica, replicas)
+            os.kill(victim["pid"], signal.SIGKILL)
+            killed.append(victim["pid"])
+            events = []
+            ended = ("conversation.item.input_audio_transcription.completed",
+                     "conversation.item.input_audio_transcription.failed")
+            while sum(e.type in ended for e in events) < len(clips):
+                event = await asyncio.wait_for(conn.recv(), 120)  # nothing hangs
+                events.append(event)
+                if event.type == "error" and event.error.type == "server_error":
+                    break  # the session ended with an error event: allowed, not hung
+            return events
+
+    events = asyncio.run(_live(ray_serve, session))
+    completed = [e for e in events
+                 if e.type == "conversation.item.input_audio_transcription.completed"]
+    failed = [e for e in events if e.type == "conversation.item.input_audio_transcription.failed"]
+    errors = [e for e in events if e.type == "error"]
+    assert killed
+    if errors:  # the session ended with an error event (allowed): a server error, not a hang
+        assert errors[-1].error.type == "server_error", errors
+    else:  # it survived: every turn ended, almost always with its transcript (retried passes)
+        assert len(completed) + len(failed) == len(clips)
+        assert all(e.error.code == "replica_unavailable" for e in failed), failed
+        assert len(completed) >= len(clips) - 1, failed
+        texts = [reference_texts()[name] for name in clips]
+        for event in completed:
+            assert any(_matches(event.transcript, text) for text in texts), event.transcript
+    pids = {r["pid"] for r in _two_whisper_replicas(ray_serve)}  # Ray started a new one
+    assert killed[0] not in pids
 
 
 def test_killed_whisper_replica_is_retried_and_restarted(ray_serve):

@@ -5,7 +5,9 @@
   replica, or waits for Ray to restart one), up to `retries` times; after the first item has
   been passed on, the client gets the 503 instead (its SDK retries it), never a mix of two
   replicas' results.
-- A caller that stops listening (the client left) cancels the call on the replica.
+- A caller that stops listening (the client left) cancels the call on the replica: a stream
+  when its consumer closes it, a unary call when the caller's task is cancelled or its
+  context's client-gone probe says the client left.
 """
 
 from __future__ import annotations
@@ -13,14 +15,44 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 from ray.serve.handle import DeploymentHandle
 
 from voxserve.cluster.faults import replica_lost, to_service_error
+from voxserve.errors import ClientGone, client_closed
+from voxserve.runtime.context import RequestContext
 
 log = logging.getLogger("voxserve.cluster")
+
+# How often a unary call asks whether its caller is still there (the HTTP edge's probe reads
+# a message already received, without waiting; a live session's says whether it has ended).
+PROBE_SECONDS = 0.5
+
+
+async def _settle(response: Any, ctx: RequestContext | None) -> Any:
+    """The response's result, or `ClientGone` as soon as the caller's probe says it left
+    (the caller then cancels the call on the replica)."""
+    if ctx is None:
+        return await response
+
+    async def result() -> Any:
+        return await response
+
+    waiting = asyncio.ensure_future(result())
+    try:
+        while True:
+            done, _ = await asyncio.wait({waiting}, timeout=PROBE_SECONDS)
+            if done:
+                return waiting.result()
+            if await ctx.is_disconnected():
+                raise client_closed()
+    finally:
+        if not waiting.done():
+            waiting.cancel()
+            with suppress(BaseException):
+                await waiting
 
 
 class RemoteModel:
@@ -42,13 +74,17 @@ class RemoteModel:
         finally:
             self.in_flight -= 1
 
-    async def call(self, method: str, *args: Any) -> Any:
+    async def call(self, method: str, *args: Any, ctx: RequestContext | None = None) -> Any:
+        """A unary call. With the caller's `ctx`, its client-gone probe is asked every
+        `PROBE_SECONDS` while the replica works: a caller that left cancels the call there
+        (Serve cancels the replica's task: a queued request leaves its lane, a running one's
+        engine stops at its next step), and gets `ClientGone`."""
         with self._counted():
             for attempt in range(self._retries + 1):
                 response = getattr(self._handle, method).remote(*args)
                 try:
-                    return await response
-                except asyncio.CancelledError:
+                    return await _settle(response, ctx)
+                except (asyncio.CancelledError, ClientGone):
                     response.cancel()
                     raise
                 except Exception as exc:

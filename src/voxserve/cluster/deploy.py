@@ -15,6 +15,7 @@ from voxserve.cluster.proxy_errors import CALLBACK, CALLBACK_ENV
 from voxserve.cluster.replica import ModelServer
 from voxserve.cluster.served import deployment_name, served_models
 from voxserve.config import Settings
+from voxserve.realtime.hub import EphemeralSecrets
 from voxserve.runtime.catalog import ModelSpec
 from voxserve.services import build_services
 
@@ -81,14 +82,25 @@ def build_application(settings: Settings) -> Application:
             **model_deployment_options(settings, spec)
         )
         handles[model_id] = deployment.bind(replica_settings(settings, model_id), model_id)
+    return ingress_application(settings, handles)
+
+
+def ingress_application(settings: Settings, handles: dict, name: str = INGRESS_NAME
+                        ) -> Application:
+    """The ingress deployment bound to the model deployments' handles (bound deployments, or
+    handles of deployments already running). One key for the realtime client secrets is
+    drawn here, once per deployment, and given to every ingress replica: a secret made by
+    one replica is accepted by all (`realtime.hub.EphemeralSecrets`). Replicas Serve starts
+    again get the same key; a new deployment draws a new one (outstanding secrets, at most
+    two hours long, then fail with 401)."""
     ray_settings = settings.ray
     ingress = serve.deployment(serve.ingress()(IngressServer)).options(
-        name=INGRESS_NAME,
+        name=name,
         num_replicas=ray_settings.ingress_replicas,
         ray_actor_options={"num_cpus": ray_settings.ingress_num_cpus},
         max_ongoing_requests=ray_settings.ingress_max_ongoing_requests,
     )
-    return ingress.bind(settings, handles)
+    return ingress.bind(settings, handles, EphemeralSecrets.new_key())
 
 
 def app_builder(args: dict) -> Application:

@@ -28,6 +28,7 @@ from voxserve.cluster.proxies import (
 from voxserve.cluster.served import ServedCatalog, deployment_name
 from voxserve.config import Settings
 from voxserve.errors import ServiceError, Unavailable
+from voxserve.realtime.hub import EphemeralSecrets
 from voxserve.runtime.metrics import CONTENT_TYPE
 from voxserve.services import build_services
 
@@ -41,15 +42,24 @@ class IngressServer:
     """Serve builds the ASGI app on the replica (`serve.ingress()` with no app), from the
     handles of the model deployments."""
 
-    def __init__(self, settings: Settings, handles: dict[str, DeploymentHandle]) -> None:
+    def __init__(
+        self, settings: Settings, handles: dict[str, DeploymentHandle],
+        secret_key: bytes | None = None,
+    ) -> None:
         self._settings = settings
         self._handles = handles
+        self._secret_key = secret_key
 
     def __serve_build_asgi_app__(self) -> FastAPI:
-        return build_ingress_app(self._settings, self._handles)
+        return build_ingress_app(self._settings, self._handles, self._secret_key)
 
 
-def build_ingress_app(settings: Settings, handles: dict[str, DeploymentHandle]) -> FastAPI:
+def build_ingress_app(
+    settings: Settings, handles: dict[str, DeploymentHandle], secret_key: bytes | None = None
+) -> FastAPI:
+    """The ingress's app. `secret_key` signs the realtime client secrets: the deploy step
+    draws one per deployment and gives it to every ingress replica, so that a secret made by
+    one replica opens a session on any other (None: a key of this replica's own)."""
     # Models are loaded by their deployments, never here.
     local = build_services(settings.model_copy(update={"preload": []}))
     remote = {m: RemoteModel(m, h, settings.ray.retries) for m, h in handles.items()}
@@ -60,6 +70,7 @@ def build_ingress_app(settings: Settings, handles: dict[str, DeploymentHandle]) 
         tts=RemoteTextToSpeech(models), passes=RemoteDecodePasses(models),
     )
     app = create_app(services=services)
+    app.state.realtime.secrets = EphemeralSecrets(secret_key)
     app.state.cluster = ClusterView(settings.ray.app_name, remote)
     _replace_route(app, "/health", cluster_health)
     _replace_route(app, "/ready", cluster_ready)

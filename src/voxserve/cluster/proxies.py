@@ -69,7 +69,7 @@ class RemoteSpeechToText(TranscriptionService):
     ) -> Transcript:
         self.check(req)
         remote = self._models.for_spec(req.model.spec, ctx)
-        return await remote.call("transcribe", req, Call.from_context(ctx))
+        return await remote.call("transcribe", req, Call.from_context(ctx), ctx=ctx)
 
 
 class RemoteDecodePasses(DecodePasses):
@@ -84,8 +84,9 @@ class RemoteDecodePasses(DecodePasses):
         ctx: RequestContext, *, optional: bool = False,
     ) -> PassDecode:
         remote = self._models.for_spec(model.spec, ctx)
+        # `ctx`: a pass whose session has ended is cancelled on the replica.
         return await remote.call("decode_pass", model, samples, options, Call.from_context(ctx),
-                                 optional)
+                                 optional, ctx=ctx)
 
     def waiting(self, model_id: str) -> bool:
         # The replicas' queues are not visible from here without a call per pass; each

@@ -9,15 +9,20 @@ the edge and the client-secret endpoint look the kind up by name.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import json
 import secrets
 import time
+import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from voxserve.config import Settings
 from voxserve.diarize.wiring import DIARIZER_ID
-from voxserve.errors import Unavailable
+from voxserve.errors import InvalidInput, Unavailable
 from voxserve.realtime.models import labels_speakers, resolve_model
 from voxserve.realtime.session import SessionLimits, TranscriptionSession
 from voxserve.realtime.session_config import default_wire
@@ -31,6 +36,8 @@ if TYPE_CHECKING:
 SECRET_PREFIX = "ek_"
 SECRET_SECONDS = (10, 7200)  # OpenAI's allowed range for expires_after.seconds
 SECRET_DEFAULT_SECONDS = 600
+# A secret travels in a header or a subprotocol: kept well under servers' header limits.
+SECRET_MAX_CHARS = 6000
 
 S = TypeVar("S")
 
@@ -41,12 +48,6 @@ class Grant:
 
     kind: str  # the session kind's name
     session: dict  # the wire session
-
-
-@dataclass(frozen=True)
-class _Secret:
-    grant: Grant
-    expires_at: float  # epoch seconds
 
 
 class SessionKind(Protocol):
@@ -67,32 +68,79 @@ class SessionKind(Protocol):
 
 
 class EphemeralSecrets:
-    """Short-lived client secrets, each bound to the session configuration it was made for."""
+    """Short-lived client secrets, each bound to the session configuration it was made for.
 
-    def __init__(self) -> None:
-        self._secrets: dict[str, _Secret] = {}
+    Stateless and signed, so that any process holding the same key accepts a secret another
+    made (a cluster's ingress replicas: `cluster/deploy.py` generates one key per deployment
+    and gives it to every replica): a secret is `ek_` + base64url(zlib(JSON {kind, session,
+    exp, nonce})) + `.` + base64url(HMAC-SHA256 of that text under the key). Without a key
+    (one process) a random key is drawn per instance. Like the stored secrets before them,
+    they cannot be revoked: each is valid until it expires (at most two hours).
+    """
+
+    KEY_BYTES = 32
+
+    def __init__(self, key: bytes | None = None) -> None:
+        self._key = key if key is not None else secrets.token_bytes(self.KEY_BYTES)
+        if len(self._key) < 16:
+            raise ValueError("an ephemeral secrets key needs at least 16 bytes")
+
+    @classmethod
+    def new_key(cls) -> bytes:
+        return secrets.token_bytes(cls.KEY_BYTES)
 
     def create(self, grant: Grant, seconds: int) -> tuple[str, int]:
-        self._expire()
-        value = SECRET_PREFIX + secrets.token_urlsafe(24)
         expires_at = int(time.time()) + seconds
-        self._secrets[value] = _Secret(grant, expires_at)
+        payload = json.dumps(
+            {"kind": grant.kind, "session": grant.session, "exp": expires_at,
+             "nonce": secrets.token_urlsafe(9)},
+            separators=(",", ":"),
+        ).encode()
+        body = _b64(zlib.compress(payload, 9))
+        value = f"{SECRET_PREFIX}{body}.{_b64(self._sign(body))}"
+        if len(value) > SECRET_MAX_CHARS:
+            raise InvalidInput(
+                f"This session is too large for a client secret ({len(value)} characters "
+                f"once encoded, at most {SECRET_MAX_CHARS}): shorten its "
+                "transcription prompt.", param="session", code="invalid_value",
+            )
         return value, expires_at
 
     def grant_for(self, value: str) -> Grant | None:
-        """What a live secret was made for; None when unknown or expired."""
-        self._expire()
-        found = None
-        # Constant-time comparison against every live secret: no early exit on a match.
-        for known, secret in self._secrets.items():
-            if secrets.compare_digest(known.encode(), value.encode()):
-                found = secret.grant
-        return found
+        """What a valid secret was made for; None when forged, damaged or expired."""
+        if not value.startswith(SECRET_PREFIX) or len(value) > SECRET_MAX_CHARS:
+            return None
+        body, dot, signature = value[len(SECRET_PREFIX):].partition(".")
+        if not dot:
+            return None
+        try:
+            given = _unb64(signature)
+        except ValueError:
+            return None
+        if not hmac.compare_digest(given, self._sign(body)):
+            return None
+        try:
+            payload = json.loads(zlib.decompress(_unb64(body)))
+            kind, session, expires_at = payload["kind"], payload["session"], payload["exp"]
+        except (ValueError, zlib.error, KeyError, TypeError):
+            return None  # signed by this key, so not expected: a key shared with other code
+        if not isinstance(expires_at, int) or expires_at <= time.time():
+            return None
+        return Grant(kind, session)
 
-    def _expire(self) -> None:
-        now = time.time()
-        for value in [v for v, s in self._secrets.items() if s.expires_at <= now]:
-            del self._secrets[value]
+    def _sign(self, body: str) -> bytes:
+        return hmac.new(self._key, body.encode(), hashlib.sha256).digest()
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    try:
+        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except (ValueError, TypeError) as exc:
+        raise ValueError("not base64url") from exc
 
 
 class RealtimeHub:
@@ -121,12 +169,19 @@ class RealtimeHub:
             self.kinds[kind.name] = kind
 
     def resolve(self, name: str) -> PublicModel | None:
-        """The model a session's `transcription.model` names; None (refused) for a
-        diarization model where no diarizer is served, rather than a session that silently
+        """The model a session's `transcription.model` names (None: unknown). A diarization
+        model where no live diarizer is served (a cluster's ingress: its passes do not
+        diarize) is refused with an error that says so, rather than a session that silently
         drops its speakers."""
         model = resolve_model(self.catalog, self.settings, name)
         if model is not None and labels_speakers(model) and self._diarizer() is None:
-            return None
+            raise InvalidInput(
+                f"Invalid value: '{name}'. This server does not diarize live sessions "
+                "(on a Ray cluster speakers are served for uploaded files only): choose a "
+                "transcription model without speakers, or send the audio to "
+                "POST /v1/audio/transcriptions.",
+                param="session.audio.input.transcription.model", code="invalid_value",
+            )
         return model
 
     def open(self, initial: dict | None = None) -> TranscriptionSession:
