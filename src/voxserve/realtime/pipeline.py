@@ -10,7 +10,7 @@ The worker does, by priority:
    (`transcriber.EarlyDecode`): if the VAD then ends the turn with no more speech, that decode
    is the utterance's, so the VAD's silence and the decode overlap;
 3. otherwise, when partial text is wanted, a live pass on the open utterance whenever it has
-   grown enough (`UtteranceTranscriber.live_pass`: optional work, greedy, giving way to
+   grown enough (`UtteranceTranscriber.live_pass`: optional work, giving way to
    anything waiting for the model); its stable words go out as partial text.
 
 Each pass is admitted by the scheduler on its own (`stt/passes.py`), so sessions and uploads
@@ -41,9 +41,10 @@ from voxserve.stt.passes import DecodePasses
 
 log = logging.getLogger("voxserve.realtime")
 
-# No live pass before an utterance has this much audio (Whisper guesses wildly on less), nor
-# while its speech has paused this long: then the final decode starts early instead.
-FIRST_PASS = SAMPLE_RATE
+# No live pass before an utterance has this much audio, its 300 ms of padding included
+# (Whisper guesses wildly on less, and the agreement of two passes is what keeps a guess
+# out), nor while its speech has paused this long: then the final decode starts early.
+FIRST_PASS = 4 * SAMPLE_RATE // 5
 PAUSE = SAMPLE_RATE // 5
 
 

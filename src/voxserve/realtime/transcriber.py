@@ -194,7 +194,7 @@ class PassOptions:
     language: str | None = None
     prompt: str | None = None
     logprobs: bool = False
-    beam_size: int = 5  # of the final pass; live passes are greedy
+    beam_size: int = 5  # of every pass, live ones included (greedy ones locked in errors)
     task: Task = "transcribe"  # "translate": Whisper's speech-to-English (live translation)
     word_timestamps: bool = False  # of the final pass: speaker segments need word times
     hotwords: str | None = None  # the session's `keywords`, as Whisper's hotwords (every pass)
@@ -268,14 +268,19 @@ class PassDecoder:
             # A session sends text only: an engine may skip segment times (Whisper: a third
             # cheaper) unless speaker segments need the words' times.
             segment_times=options.word_timestamps and final,
-            # Live passes are greedy; the final one searches as the file endpoint does. One
-            # utterance: nothing to condition on across windows of a long final pass. A turn is
-            # retried hotter only when its text repeats itself: a retry for a low
-            # log-probability would double a pass's latency, on every mumbled turn.
+            # Every pass searches as the file endpoint does: words two live passes agree on
+            # are sent and cannot be taken back, and greedy passes on a turn's first second
+            # agreed on wrong words ("How do you marry" for "Had he married": whisper-base's
+            # live WER 0.076 against 0.025 for the final passes alone, on six fixture clips;
+            # with beam 5 both 0.025). Short windows make that affordable. One utterance:
+            # nothing to condition on across windows of a long final pass. A turn is retried
+            # hotter only when its text repeats itself: a retry for a low log-probability
+            # would double a pass's latency, on every mumbled turn.
             engine_options={"beam_size": options.beam_size,
                             "condition_on_previous_text": False,
                             "log_prob_threshold": None,
-                            # One utterance, shorter than a window: encode it alone.
+                            # One utterance, shorter than a window: its audio is encoded
+                            # alone, not padded to 30 s (stt/whisper/short_window.py).
                             "short_window": True,
                             **({"hotwords": options.hotwords} if options.hotwords else {})},
         )

@@ -119,7 +119,10 @@ class BatchingWhisper:
             return self._model.encode(features, to_cpu=to_cpu)
         # On a GPU the output must come back to the host to be split per caller.
         to_cpu = to_cpu or self._model.device == "cuda"
-        return self._join(("encode", to_cpu), np.asarray(features), self._encode_batch(to_cpu))
+        # Windows of one length merge (live passes encode shorter ones: short_window.py).
+        features = np.asarray(features)
+        return self._join(("encode", to_cpu, features.shape), features,
+                          self._encode_batch(to_cpu))
 
     def generate(self, features: Any, prompts: list, **options: Any) -> Any:
         if len(prompts) != 1 or options.get("asynchronous") or features.device != "cpu":
@@ -128,8 +131,9 @@ class BatchingWhisper:
         # Previous-text tokens come before <|startoftranscript|>, task tokens (language, task,
         # <|notimestamps|>) after it: CTranslate2 needs both counts equal across a batch.
         sot_at = prompt.index(self._sot) if self._sot in prompt else len(prompt)
-        key = ("generate", sot_at, len(prompt) - sot_at, _freeze(options))
-        return [self._join(key, (np.asarray(features), prompt), self._generate_batch(options))]
+        features = np.asarray(features)
+        key = ("generate", features.shape, sot_at, len(prompt) - sot_at, _freeze(options))
+        return [self._join(key, (features, prompt), self._generate_batch(options))]
 
     # -- merging ---------------------------------------------------------------------------
 

@@ -78,6 +78,7 @@ class WhisperOptions:
     fallback_temperatures: tuple[float, ...] = FALLBACK_TEMPERATURES
     without_timestamps: bool = False
     log_prob_threshold: float | None = -1.0  # Whisper's; None: no retry for it alone
+    short_window: bool = False  # encode the audio alone, not a 30 s window (short_window.py)
 
     @classmethod
     def from_options(cls, options: DecodeOptions) -> WhisperOptions:
@@ -188,13 +189,17 @@ class WhisperEngine:
             without_timestamps=knobs.without_timestamps,
             log_prob_threshold=knobs.log_prob_threshold,
         )
-        for index, raw in enumerate(segments):
-            segment = _to_domain(index, raw)
-            if options.logprobs:
-                segment = replace(
-                    segment, logprobs=self._token_logprobs(samples, raw, options.language)
-                )
-            yield segment
+        shorter = getattr(self._model, "short_windows", None)
+        trimming = shorter.trimming(knobs.short_window) if shorter else nullcontext()
+        # faster-whisper encodes lazily, as the segments are read, in this worker thread.
+        with trimming:
+            for index, raw in enumerate(segments):
+                segment = _to_domain(index, raw)
+                if options.logprobs:
+                    segment = replace(
+                        segment, logprobs=self._token_logprobs(samples, raw, options.language)
+                    )
+                yield segment
 
     def _token_logprobs(self, samples: np.ndarray, raw: Any, language: str | None) -> tuple:
         """The decoder's probability of each text token of a segment, by forced alignment

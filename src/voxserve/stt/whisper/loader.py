@@ -20,6 +20,7 @@ from voxserve.stt.whisper.batching import BatchingWhisper
 from voxserve.stt.whisper.encoder_memo import EncoderMemo
 from voxserve.stt.whisper.engine import WhisperEngine
 from voxserve.stt.whisper.layout import engine_layout, resolve_device
+from voxserve.stt.whisper.short_window import ShortWindows
 
 
 def lane_slots(settings: Settings) -> int:
@@ -92,8 +93,10 @@ def load_whisper(
             shared_replicas=layout.workers,
             on_batch=metrics.batch_size.labels(spec.id).observe if metrics else None,
         )
-    # A window encoded to detect its language is not encoded again to decode it.
-    model.encode = EncoderMemo(model.encode)
+    # A window encoded to detect its language is not encoded again to decode it; a live
+    # pass may encode its audio alone instead of a 30 s window (short_window.py).
+    model.short_windows = ShortWindows(model.encode)
+    model.encode = EncoderMemo(model.short_windows)
     load_vad()  # speech chunks are cut by VAD before every decode
     # Speech chunks of one file side by side: one per shared replica on a CPU (a lone chunk
     # still gets the solo engine's every core), and on CUDA enough to fill the merged calls.

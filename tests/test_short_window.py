@@ -1,0 +1,62 @@
+"""Short encoder windows (stt/whisper/short_window.py): a live pass encodes its own audio and
+3 s of padding instead of a 30 s window, and says (nearly) the same words."""
+
+from __future__ import annotations
+
+import threading
+
+import jiwer
+import numpy as np
+from conftest import MODEL_CACHE, audio_path
+from whisper_normalizer.english import EnglishTextNormalizer
+
+from voxserve.audio.decode import decode_audio
+from voxserve.config import Settings
+from voxserve.runtime.catalog import Catalog
+from voxserve.stt.engine import DecodeOptions
+from voxserve.stt.whisper.loader import load_whisper
+from voxserve.stt.whisper.short_window import PADDING_FRAMES, ShortWindows, trimmed
+
+
+def test_the_padding_is_trimmed_to_three_seconds_in_whole_seconds():
+    features = np.zeros((1, 80, 3000), np.float32)
+    features[..., :432] = 0.5  # 4.32 s of content
+    assert trimmed(features).shape == (1, 80, 800)  # 432 + 300, rounded up to 100s
+    assert trimmed(np.ones((80, 3000), np.float32)).shape == (80, 3000)  # a full window
+    assert trimmed(np.zeros((80, 3000), np.float32)).shape == (80, 400)  # silence: 1 + 300
+
+
+def test_only_the_thread_that_asked_gets_short_windows():
+    seen: list[int] = []
+    windows = ShortWindows(lambda f: seen.append(f.shape[-1]))
+    features = np.zeros((80, 3000), np.float32)
+    features[:, :100] = 1.0
+    with windows.trimming():
+        windows(features)
+        other = threading.Thread(target=windows, args=(features,))
+        other.start()
+        other.join()
+    windows(features)
+    assert seen == [100 + PADDING_FRAMES, 3000, 3000]
+
+
+def test_a_short_window_pass_says_what_the_full_window_says():
+    settings = Settings(cache_dir=MODEL_CACHE)
+    spec = Catalog(settings).resolve("whisper-tiny.en").spec
+    engine = load_whisper(spec, settings)
+    frames: list[int] = []
+    windows = engine._model.short_windows
+    inner = windows._encode
+    windows._encode = lambda f: frames.append(f.shape[-1]) or inner(f)
+    samples = decode_audio(audio_path("sense_and_sensibility_01_austen_64kb-0870.wav").read_bytes())
+    normalize = EnglishTextNormalizer()
+    texts = {}
+    for short in (False, True):
+        frames.clear()
+        options = DecodeOptions(language="en", engine_options={
+            "beam_size": 5, "short_window": short, "condition_on_previous_text": False})
+        texts[short] = normalize("".join(s.text for s in engine.transcribe(samples, options)))
+        assert frames and all(f == (3000 if not short else frames[0]) for f in frames)
+    assert frames[0] < 3000  # the short pass encoded fewer frames
+    # tiny.en drops the clip's leading "And" in the short window: one word of 22.
+    assert jiwer.wer(texts[False], texts[True]) <= 0.05 and "dashwood" in texts[True]
