@@ -307,6 +307,10 @@ async def test_auth_by_header_subprotocol_and_ephemeral_secret(live, sdk):
     async with websockets.connect(url, subprotocols=["realtime", f"openai-insecure-api-key.{KEY}"]) as ws:
         assert ws.subprotocol == "realtime"
         assert (await _recv(ws))["type"] == "session.created"
+    # The key is never echoed back as the chosen subprotocol.
+    async with websockets.connect(url, subprotocols=[f"openai-insecure-api-key.{KEY}"]) as ws:
+        assert ws.subprotocol is None
+        assert (await _recv(ws))["type"] == "session.created"
     # An ephemeral secret, bound to the session it was made for.
     secret = sdk.realtime.client_secrets.create(
         expires_after={"anchor": "created_at", "seconds": 60},

@@ -178,6 +178,7 @@ def test_gpt_realtime_whisper_keeps_openai_rules():
     resolve = _resolver()
     with pytest.raises(InvalidInput) as vad:
         build_config(merge_update(default_wire(), {"type": "transcription", "audio": {"input": {
+            "turn_detection": {"type": "server_vad"},
             "transcription": {"model": "gpt-realtime-whisper"}}}}), resolve)
     assert vad.value.param == "session.audio.input.turn_detection"
     with pytest.raises(InvalidInput) as prompt:
@@ -437,3 +438,60 @@ async def test_close_stops_a_worker_that_lost_its_cancellation():
     done, _ = await asyncio.wait({closing}, timeout=10)
     assert closing in done, "close() still waits for the worker"
     closing.result()
+
+
+async def test_a_worker_that_dies_ends_the_session_with_an_error_and_close_1011(caplog):
+    """A bug in a worker must not leave a session open with nothing decoding: the client
+    gets `server_error`, the log has it at ERROR with the session id, the close code is one
+    the SDK reconnects after."""
+    from dataclasses import dataclass, field
+
+    from voxserve.realtime.session_base import SessionBase
+
+    @dataclass
+    class Broken(SessionBase):
+        limits: SessionLimits = field(default_factory=SessionLimits)
+
+        def session_object(self) -> dict:
+            return {"id": self.id}
+
+        def _workers_to_start(self):
+            return [("broken", self._work())]
+
+        async def _work(self) -> None:
+            raise RuntimeError("a bug")
+
+    session = Broken()
+    with caplog.at_level("ERROR", logger="voxserve.realtime"):
+        session.start()
+        await asyncio.wait_for(session.ended.wait(), 5)
+    events = [session.outbox.get_nowait() for _ in range(2)]
+    assert [e["type"] for e in events] == ["session.created", "error"]
+    assert events[1]["error"]["type"] == "server_error"
+    assert session.outbox.close_code == 1011
+    assert any(session.id in r.getMessage() and r.levelname == "ERROR" for r in caplog.records)
+    await session.close()
+
+
+def test_a_refused_append_leaves_no_trace_in_the_resampler():
+    """An append the buffer cannot take is refused before the stateful resampler sees it:
+    the accepted appends decode exactly as if the refused one had never been sent."""
+    from voxserve.realtime.segmenter import Segmenter
+
+    audio = pcm24(speech("arctic_a0007.wav"))
+    # 1 s, then 2 s (refused), then what follows (24 kHz PCM16: 48,000 bytes a second)
+    first, refused, rest = audio[:48_000], audio[48_000:144_000], audio[144_000:]
+
+    def segmenter() -> Segmenter:
+        return Segmenter(InputFormat(), None, max_turn_samples=10**9,
+                         max_buffer_samples=int(2.5 * SAMPLE_RATE), full_message="full")
+
+    tested = segmenter()  # no turn detection: the buffer only
+    tested.push(first)
+    with pytest.raises(InvalidInput):
+        tested.push(refused)  # 1 s + 2 s > 2.5 s
+    tested.push(rest[:24_000])
+    reference = AudioInput(InputFormat())
+    expected = np.concatenate([reference.push(first), reference.push(rest[:24_000])])
+    got = tested.audio_since(0)
+    assert got.size == expected.size and np.allclose(got, expected)
