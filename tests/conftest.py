@@ -37,7 +37,8 @@ def free_port() -> int:
 class LiveServer:
     """uvicorn serving `create_app(settings)` on 127.0.0.1 in a background thread."""
 
-    def __init__(self, **overrides) -> None:
+    def __init__(self, port: int | None = None, **overrides) -> None:
+        """`port`: a free one unless given (a test restarting a server on the same port)."""
         import uvicorn
 
         from voxserve.app import create_app
@@ -45,7 +46,7 @@ class LiveServer:
 
         settings = Settings(
             host="127.0.0.1",
-            port=free_port(),
+            port=port or free_port(),
             cache_dir=MODEL_CACHE,
             cpu_threads=2,
             stt_default_model="whisper-tiny.en",

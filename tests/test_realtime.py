@@ -225,7 +225,7 @@ async def test_every_bad_input_is_an_error_event_and_the_session_goes_on(live):
             ("not json at all", "invalid_json", None),
             (json.dumps({"type": "response.create", "event_id": "e1"}), "invalid_value", "type"),
             (json.dumps({"type": "transcription_session.update", "event_id": "e2"}),
-             "beta_api_not_supported", None),
+             "invalid_value", "type"),
             (json.dumps({"type": "input_audio_buffer.append", "audio": "%%%notbase64", "event_id": "e3"}),
              "invalid_value", "audio"),
             (json.dumps({"type": "input_audio_buffer.append", "event_id": "e4"}),
@@ -333,9 +333,10 @@ async def test_connect_time_refusals_use_openai_wording(live):
     auth = {"Authorization": f"Bearer {KEY}"}
     event, code, _ = await _refusal(ws_url(live, "intent=transcription&model=whisper-1"), additional_headers=auth)
     assert event["error"]["message"] == "You must not provide a model parameter for transcription sessions."
-    event, _, _ = await _refusal(ws_url(live), additional_headers={**auth, "OpenAI-Beta": "realtime=v1"})
+    event, code, _ = await _refusal(ws_url(live), additional_headers={**auth, "OpenAI-Beta": "realtime=v1"})
     assert event["error"]["message"] == (
         "The Realtime Beta API is no longer supported. Please use /v1/realtime for the GA API.")
+    assert event["error"]["code"] == "beta_api_shape_disabled" and code == 4000
     event, _, _ = await _refusal(ws_url(live, "model=gpt-realtime"), additional_headers=auth)
     assert event["error"]["param"] == "intent"
 

@@ -24,7 +24,7 @@ from starlette.websockets import WebSocketState
 
 from voxserve.api.auth import check_key, presented_key
 from voxserve.errors import InvalidInput, ServiceError, Unauthorized, Unavailable, server_error
-from voxserve.realtime.events import error_event
+from voxserve.realtime.events import BETA_SHAPE_DISABLED, error_event
 from voxserve.realtime.hub import SECRET_PREFIX, Grant, RealtimeHub
 from voxserve.realtime.session_base import INTERNAL, NORMAL, POLICY, SessionBase
 
@@ -32,6 +32,7 @@ log = logging.getLogger("voxserve.realtime")
 
 KEY_SUBPROTOCOL = "openai-insecure-api-key."
 TRY_LATER = 1013
+BETA_SHAPE = 4000
 # After the session's end, how long its last events may take to reach a client that reads.
 DRAIN_SECONDS = 2.0
 
@@ -54,12 +55,18 @@ async def run_socket(ws: WebSocket, kind_name: str) -> None:
         initial = grant.session if grant is not None else None
         session = hub.admit(lambda: kind.open(hub, ws.query_params, initial))
     except ServiceError as error:
-        await _close(ws, error, TRY_LATER if isinstance(error, Unavailable) else POLICY)
+        await _close(ws, error, _refusal_code(error))
         return
     try:
         await _serve(ws, session, hub.settings.realtime_max_session_seconds)
     finally:
         hub.release()
+
+
+def _refusal_code(error: ServiceError) -> int:
+    if isinstance(error, Unavailable):
+        return TRY_LATER
+    return BETA_SHAPE if error.code == BETA_SHAPE_DISABLED else POLICY
 
 
 async def _serve(ws: WebSocket, session: SessionBase, max_seconds: float) -> None:

@@ -53,8 +53,11 @@ def invalid_json(detail: str) -> InvalidInput:
 
 
 def unknown_event(value: object, supported: tuple[str, ...]) -> InvalidInput:
-    if value == "transcription_session.update":
-        return beta_api_refused()
+    if value == "transcription_session.update":  # the beta shape's update
+        return InvalidInput(
+            "Passing a transcription session update event to a realtime session is not "
+            "allowed.", param="type", code="invalid_value",
+        )
     shown = ", ".join(f"'{s}'" for s in supported[:-1]) + f", and '{supported[-1]}'"
     return InvalidInput(
         f"Invalid value: '{value}'. Supported values are: {shown}.",
@@ -63,10 +66,16 @@ def unknown_event(value: object, supported: tuple[str, ...]) -> InvalidInput:
     )
 
 
+# The beta API's shape (the `OpenAI-Beta: realtime=v1` header) is refused at connect with this
+# code, and the socket closed with 4000: an application close code, which the SDK does not
+# reconnect after.
+BETA_SHAPE_DISABLED = "beta_api_shape_disabled"
+
+
 def beta_api_refused() -> InvalidInput:
     return InvalidInput(
         "The Realtime Beta API is no longer supported. Please use /v1/realtime for the GA API.",
-        code="beta_api_not_supported",
+        code=BETA_SHAPE_DISABLED,
     )
 
 
