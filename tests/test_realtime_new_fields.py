@@ -394,6 +394,45 @@ async def test_sdk_async_commit_only_models_refuse_vad_and_transcribe_on_commit(
     _check_commit_only(events)
 
 
+async def test_a_commit_only_session_streams_text_before_the_commit(live):
+    """gpt-realtime-whisper's `delay` is the interval of live passes on the audio not yet
+    committed: with real speech at real-time pace, deltas come before the client commits, and
+    the commit's final pass completes the same text."""
+    import time
+
+    async with AsyncOpenAI(base_url=f"{live.base_url}/v1", api_key="k", max_retries=0) as client:
+        async with client.realtime.connect(extra_query=INTENT) as conn:
+            assert (await conn.recv()).type == "session.created"
+            await conn.session.update(session=_update(transcription={
+                "model": "gpt-realtime-whisper", "language": "en", "delay": "minimal"}))
+            assert (await asyncio.wait_for(conn.recv(), 30)).type == "session.updated"
+            events: list = []
+
+            async def read() -> None:
+                while True:
+                    events.append(await conn.recv())
+
+            reader = asyncio.create_task(read())
+            start = time.monotonic()
+            for i, piece in enumerate(chunks(pcm24(speech(CLIP, lead=0.3, tail=0.5)), 4800)):
+                await asyncio.sleep(max(0.0, start + i * 0.1 - time.monotonic()))
+                await conn.input_audio_buffer.append(audio=piece)
+            before_commit = [e for e in events if e.type.endswith("transcription.delta")]
+            await conn.input_audio_buffer.commit()
+            deadline = time.monotonic() + 60
+            while not any(e.type == "conversation.item.done" for e in events):
+                assert time.monotonic() < deadline, [e.type for e in events]
+                await asyncio.sleep(0.05)
+            reader.cancel()
+    assert before_commit, "no text streamed before the commit"
+    kinds = [e.type for e in events]
+    assert not [k for k in kinds if k.startswith("input_audio_buffer.speech_")], kinds
+    completed = next(e for e in events if e.type.endswith("transcription.completed"))
+    assert completed.item_id == before_commit[0].item_id
+    deltas = "".join(e.delta for e in events if e.type.endswith("transcription.delta"))
+    assert deltas == completed.transcript and _close_enough(completed.transcript)
+
+
 async def test_sdk_async_new_fields_are_accepted_and_bad_ones_refused(live):
     async with AsyncOpenAI(base_url=f"{live.base_url}/v1", api_key="k", max_retries=0) as client:
         async with client.realtime.connect(extra_query=INTENT) as conn:

@@ -1,5 +1,5 @@
 """Short encoder windows (stt/whisper/short_window.py): a live pass encodes its own audio and
-3 s of padding instead of a 30 s window, and says (nearly) the same words."""
+5 s of padding instead of a 30 s window, and says (nearly) the same words."""
 
 from __future__ import annotations
 
@@ -21,9 +21,9 @@ from voxserve.stt.whisper.short_window import PADDING_FRAMES, ShortWindows, trim
 def test_the_padding_is_trimmed_to_three_seconds_in_whole_seconds():
     features = np.zeros((1, 80, 3000), np.float32)
     features[..., :432] = 0.5  # 4.32 s of content
-    assert trimmed(features).shape == (1, 80, 800)  # 432 + 300, rounded up to 100s
+    assert trimmed(features).shape == (1, 80, 1000)  # 432 + 500, rounded up to 100s
     assert trimmed(np.ones((80, 3000), np.float32)).shape == (80, 3000)  # a full window
-    assert trimmed(np.zeros((80, 3000), np.float32)).shape == (80, 400)  # silence: 1 + 300
+    assert trimmed(np.zeros((80, 3000), np.float32)).shape == (80, 600)  # silence: 1 + 500
 
 
 def test_only_the_thread_that_asked_gets_short_windows():

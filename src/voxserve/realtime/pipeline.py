@@ -41,10 +41,11 @@ from voxserve.stt.passes import DecodePasses
 
 log = logging.getLogger("voxserve.realtime")
 
-# No live pass before an utterance has this much audio, its 300 ms of padding included
-# (Whisper guesses wildly on less, and the agreement of two passes is what keeps a guess
-# out), nor while its speech has paused this long: then the final decode starts early.
-FIRST_PASS = 4 * SAMPLE_RATE // 5
+# No live pass before an utterance has this much audio, its 300 ms of padding included: from
+# 0.8 s two passes agreed on a wrong first word ("I'll to be" for "Unless to be") that the
+# deltas then locked in. Nor while its speech has paused this long: then the final decode
+# starts early.
+FIRST_PASS = SAMPLE_RATE
 PAUSE = SAMPLE_RATE // 5
 
 
@@ -231,7 +232,9 @@ class LivePipeline:
         log.debug("live pass: %s, %.1f s of audio in %.2f s, %d pieces stable",
                   item.id, samples.size / SAMPLE_RATE, item.transcriber.last_pass_seconds,
                   len(pieces))
-        if pieces and not item.discarded and item is self.open:
+        # Sent even when the utterance was committed during the pass: its words are in the
+        # agreement now, and the transcript must be the deltas joined.
+        if pieces and not item.discarded:
             self._sink.partial(item, pieces)
 
     async def _finish(self, item: LiveUtterance) -> None:

@@ -107,6 +107,11 @@ class Segmenter:
     def held_samples(self) -> int:
         return len(self._buffer)
 
+    @property
+    def buffer_start(self) -> int:
+        """Where the audio held starts (absolute)."""
+        return self._buffer.start
+
     # -- configuration -------------------------------------------------------------------
 
     def set_format(self, fmt: InputFormat) -> None:

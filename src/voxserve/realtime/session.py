@@ -22,7 +22,7 @@ from voxserve.domain import Transcript
 from voxserve.errors import ServiceError
 from voxserve.formats.transcript import duration_usage
 from voxserve.realtime.events import TRANSCRIPTION_CLIENT_EVENTS, new_id
-from voxserve.realtime.models import labels_speakers
+from voxserve.realtime.models import COMMIT_ONLY_MODELS, labels_speakers
 from voxserve.realtime.pipeline import LivePipeline, LiveUtterance
 from voxserve.realtime.segmenter import Ended, Segmenter, SegmentEvent, Utterance
 from voxserve.realtime.session_base import Handler, SessionBase, SessionLimits
@@ -132,6 +132,13 @@ class TranscriptionSession(SessionBase):
             elif isinstance(event, IdleTimeout):
                 self._send("input_audio_buffer.timeout_triggered", item_id=new_id("item"),
                            audio_start_ms=_ms(event.start), audio_end_ms=_ms(event.end))
+        if (self.config.model.id in COMMIT_ONLY_MODELS and self.pipeline.open is None
+                and self.segmenter.held_samples):
+            # A commit-only model's item is whatever the client will commit: it is open from
+            # the first audio held, so its text streams (every `delay`) before the commit, as
+            # these models' do at OpenAI. No VAD events: there are no turns. (Other models
+            # with turn detection off decode on commit, as OpenAI's do.)
+            self.pipeline.begin(self._new_item(self.segmenter.buffer_start))
         self.pipeline.wake()
 
     def _lag(self) -> float:
