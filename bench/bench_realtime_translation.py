@@ -149,7 +149,7 @@ def main() -> None:
     parser.add_argument("--minutes", type=float,
                         help="instead: the clip repeated for this long, one live session")
     args = parser.parse_args()
-    server = None if args.url else start_server("whisper-base", args.threads, args.cache_dir)
+    server = None if args.url else start_server(args.threads, args.cache_dir)
     url = args.url or server.url
     if args.minutes:
         try:
