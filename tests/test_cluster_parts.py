@@ -337,3 +337,37 @@ def test_two_ingress_apps_with_one_key_share_client_secrets_and_refuse_live_spea
             "transcription": {"model": "gpt-4o-transcribe-diarize"}}}}})
     assert refused.status_code == 400
     assert "does not diarize live sessions" in refused.json()["error"]["message"]
+
+
+async def test_live_passes_give_way_while_the_ingress_has_a_pass_per_replica_under_way(services):
+    """An optional (live) pass starts only while fewer passes of this ingress are under way on
+    the model than it has replicas; required passes are always sent."""
+    import numpy as np
+
+    from voxserve.cluster.calls import RemoteModel
+    from voxserve.cluster.proxies import RemoteDecodePasses, RemoteModels
+    from voxserve.runtime.context import RequestContext
+    from voxserve.stt.engine import DecodeOptions
+
+    handle = _Handle()
+    model = services.catalog.resolve("whisper-tiny.en")
+    remote = RemoteModels({"whisper-tiny.en": RemoteModel("whisper-tiny.en", handle, 0)})
+    passes = RemoteDecodePasses(remote, {"whisper-tiny.en": 2})
+    samples = np.zeros(16_000, dtype=np.float32)
+
+    def start(optional: bool) -> asyncio.Task:
+        return asyncio.create_task(passes.decode(model, samples, DecodeOptions(),
+                                                 RequestContext(), optional=optional))
+
+    assert passes.optional_may_start("whisper-tiny.en")
+    first = start(False)
+    await asyncio.sleep(0)
+    assert passes.optional_may_start("whisper-tiny.en")  # one replica is free
+    second = start(True)
+    await asyncio.sleep(0)
+    assert not passes.optional_may_start("whisper-tiny.en")  # a pass per replica
+    assert RemoteDecodePasses(remote).optional_may_start("whisper-tiny.en") is True
+    handle.gate.set()
+    assert await first == "done" and await second == "done"
+    assert passes.optional_may_start("whisper-tiny.en")
+    assert len(handle.responses) == 2

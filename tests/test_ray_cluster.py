@@ -642,6 +642,8 @@ def test_killed_whisper_replica_mid_session_is_survived(ray_serve):
     failed = [e for e in events if e.type == "conversation.item.input_audio_transcription.failed"]
     errors = [e for e in events if e.type == "error"]
     assert killed
+    print(f"replica killed mid-session: {len(completed)} turns completed, {len(failed)} failed, "
+          f"{len(errors)} error events")  # -rP shows which way it went
     if errors:  # the session ended with an error event (allowed): a server error, not a hang
         assert errors[-1].error.type == "server_error", errors
     else:  # it survived: every turn ended, almost always with its transcript (retried passes)

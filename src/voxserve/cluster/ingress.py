@@ -67,7 +67,8 @@ def build_ingress_app(
     stt = RemoteSpeechToText(models, local.transcriber_for)
     services = replace(
         local, catalog=ServedCatalog(local.catalog, list(remote)), stt=stt, diarized_stt=stt,
-        tts=RemoteTextToSpeech(models), passes=RemoteDecodePasses(models),
+        tts=RemoteTextToSpeech(models),
+        passes=RemoteDecodePasses(models, {m: initial_replicas(settings, m) for m in remote}),
     )
     app = create_app(services=services)
     app.state.realtime.secrets = EphemeralSecrets(secret_key)
@@ -76,6 +77,13 @@ def build_ingress_app(
     _replace_route(app, "/ready", cluster_ready)
     _replace_route(app, "/metrics", cluster_metrics)
     return app
+
+
+def initial_replicas(settings: Settings, model_id: str) -> int:
+    """The replicas a model's deployment starts with (autoscaled: its lower bound)."""
+    ray_settings = settings.ray
+    replicas = int(ray_settings.per_model("replicas", model_id, 1))
+    return max(1, int(ray_settings.per_model("min_replicas", model_id, replicas)))
 
 
 def _replace_route(app: FastAPI, path: str, endpoint) -> None:
