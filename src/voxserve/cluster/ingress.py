@@ -27,8 +27,10 @@ from voxserve.cluster.proxies import (
 )
 from voxserve.cluster.served import ServedCatalog, deployment_name
 from voxserve.config import Settings
+from voxserve.diarize.wiring import DIARIZER_ID, SUFFIX
 from voxserve.errors import ServiceError, Unavailable
 from voxserve.realtime.hub import EphemeralSecrets
+from voxserve.runtime.catalog import Catalog
 from voxserve.runtime.metrics import CONTENT_TYPE
 from voxserve.services import build_services
 
@@ -65,10 +67,13 @@ def build_ingress_app(
     remote = {m: RemoteModel(m, h, settings.ray.retries) for m, h in handles.items()}
     models = RemoteModels(remote)
     stt = RemoteSpeechToText(models, local.transcriber_for)
+    diarize_on = live_diarization_model(local.catalog, list(remote))
     services = replace(
-        local, catalog=ServedCatalog(local.catalog, list(remote)), stt=stt, diarized_stt=stt,
-        tts=RemoteTextToSpeech(models),
-        passes=RemoteDecodePasses(models, {m: initial_replicas(settings, m) for m in remote}),
+        local, stt=stt, diarized_stt=stt, tts=RemoteTextToSpeech(models),
+        catalog=ServedCatalog(local.catalog, list(remote),
+                              helpers=(DIARIZER_ID,) if diarize_on else ()),
+        passes=RemoteDecodePasses(models, {m: initial_replicas(settings, m) for m in remote},
+                                  diarize_on=diarize_on),
     )
     app = create_app(services=services)
     app.state.realtime.secrets = EphemeralSecrets(secret_key)
@@ -77,6 +82,15 @@ def build_ingress_app(
     _replace_route(app, "/ready", cluster_ready)
     _replace_route(app, "/metrics", cluster_metrics)
     return app
+
+
+def live_diarization_model(catalog: Catalog, served: list[str]) -> str | None:
+    """The deployment whose replicas diarize live sessions' items: the first served model
+    with a `<whisper>+diarize` id (its replicas run that id's uploads, diarizer included);
+    None when there is none (a diarization model is then refused in a live session)."""
+    if catalog.spec(DIARIZER_ID) is None:
+        return None
+    return next((m for m in served if catalog.spec(f"{m}{SUFFIX}") is not None), None)
 
 
 def initial_replicas(settings: Settings, model_id: str) -> int:

@@ -13,6 +13,7 @@ import numpy as np
 from voxserve.cluster.calls import RemoteModel
 from voxserve.cluster.served import serving_model
 from voxserve.cluster.wire import Call, EngineVoices, SpeechHead, SpeechTail
+from voxserve.diarize.pipeline import Diarization, KnownSpeaker
 from voxserve.domain import Transcript
 from voxserve.errors import model_not_found
 from voxserve.runtime.catalog import ModelSpec, PublicModel
@@ -86,10 +87,30 @@ class RemoteDecodePasses(DecodePasses):
     ahead of its queue. The ingress sees neither the replicas' queues nor the other ingress
     replicas' passes."""
 
-    def __init__(self, models: RemoteModels, capacity: Mapping[str, int] | None = None) -> None:
+    def __init__(
+        self, models: RemoteModels, capacity: Mapping[str, int] | None = None,
+        diarize_on: str | None = None,
+    ) -> None:
         self._models = models
         self._capacity = dict(capacity or {})
         self._under_way: Counter[str] = Counter()  # passes in flight per model id
+        # The deployment whose replicas diarize live items (a served Whisper model's: its
+        # replicas hold the packaged diarizer too); None: live speakers are not served.
+        self._diarize_on = diarize_on
+
+    @property
+    def diarizes(self) -> bool:  # type: ignore[override]
+        return self._diarize_on is not None
+
+    async def diarize(
+        self, diarizer: ModelSpec, samples: np.ndarray, known: list[KnownSpeaker],
+        ctx: RequestContext,
+    ) -> Diarization:
+        if self._diarize_on is None:
+            raise NotImplementedError("live diarization is not served here")
+        remote = self._models.models[self._diarize_on]
+        return await remote.call("diarize_pass", diarizer.id, samples, known,
+                                 Call.from_context(ctx), ctx=ctx)
 
     async def decode(
         self, model: PublicModel, samples: np.ndarray, options: DecodeOptions,

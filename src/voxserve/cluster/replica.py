@@ -19,6 +19,7 @@ from ray import serve
 
 from voxserve.cluster.wire import Call, EngineVoices, SpeechHead, SpeechTail
 from voxserve.config import Settings
+from voxserve.diarize.pipeline import Diarization, KnownSpeaker
 from voxserve.domain import Transcript
 from voxserve.runtime.catalog import PublicModel
 from voxserve.services import Services, build_services
@@ -57,6 +58,16 @@ class ModelServer:
     ) -> PassDecode:
         return await self._services.passes.decode(model, samples, options, call.context(),
                                                   optional=optional)
+
+    async def diarize_pass(
+        self, diarizer_id: str, samples: np.ndarray, known: list[KnownSpeaker], call: Call
+    ) -> Diarization:
+        """A live session's item diarized (the diarizer's own lane on this replica; it loads
+        the diarizer the first time, from the package)."""
+        spec = self._services.catalog.spec(diarizer_id)
+        if spec is None:
+            raise ValueError(f"unknown diarizer {diarizer_id!r}")
+        return await self._services.passes.diarize(spec, samples, known, call.context())
 
     async def speak(
         self, req: SpeechRequest, call: Call

@@ -34,9 +34,13 @@ class ServedCatalog:
     """The catalog as the ingress shows it: only models with a deployment behind them (so
     `/v1/models` lists what the cluster serves and anything else is OpenAI's 404)."""
 
-    def __init__(self, catalog: Catalog, served: list[str]) -> None:
+    def __init__(self, catalog: Catalog, served: list[str], helpers: tuple[str, ...] = ()
+                 ) -> None:
         self._catalog = catalog
         self._served = set(served)
+        # Models that run on another model's replicas without being offered on their own
+        # (the live sessions' diarizer, on a Whisper's): known by `spec` only.
+        self._helpers = set(helpers)
 
     def _serves(self, spec: ModelSpec) -> bool:
         return serving_model(spec) in self._served
@@ -47,6 +51,8 @@ class ServedCatalog:
 
     def spec(self, native_id: str) -> ModelSpec | None:
         spec = self._catalog.spec(native_id)
+        if spec is not None and native_id in self._helpers:
+            return spec
         return spec if spec is not None and self._serves(spec) else None
 
     def public_models(self) -> list[PublicModel]:

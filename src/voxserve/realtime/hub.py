@@ -170,15 +170,14 @@ class RealtimeHub:
 
     def resolve(self, name: str) -> PublicModel | None:
         """The model a session's `transcription.model` names (None: unknown). A diarization
-        model where no live diarizer is served (a cluster's ingress: its passes do not
-        diarize) is refused with an error that says so, rather than a session that silently
-        drops its speakers."""
+        model where no live diarizer is served (passes that do not diarize: a cluster with no
+        Whisper deployment to run the diarizer on) is refused with an error that says so,
+        rather than a session that silently drops its speakers."""
         model = resolve_model(self.catalog, self.settings, name)
         if model is not None and labels_speakers(model) and self._diarizer() is None:
             raise InvalidInput(
-                f"Invalid value: '{name}'. This server does not diarize live sessions "
-                "(on a Ray cluster speakers are served for uploaded files only): choose a "
-                "transcription model without speakers, or send the audio to "
+                f"Invalid value: '{name}'. This server does not diarize live sessions: "
+                "choose a transcription model without speakers, or send the audio to "
                 "POST /v1/audio/transcriptions.",
                 param="session.audio.input.transcription.model", code="invalid_value",
             )
