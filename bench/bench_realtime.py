@@ -179,6 +179,9 @@ async def run_level(url: str, audio: bytes, sessions: int, model: str, reference
     cadence = [b - a for t in turns for a, b in zip(t["deltas"], t["deltas"][1:], strict=False)
                if b < t["stopped"]]
     wers = [wer(reference, " ".join(t.get("text", "") for t in r["turns"])) for r in results]
+    if os.environ.get("BENCH_SHOW_TEXT"):  # what the sessions heard, to read the errors
+        for r in results:
+            print(" | ".join(t.get("text", "") for t in r["turns"]), file=sys.stderr)
     overloaded = any(r["overloaded"] for r in results)
     p95 = pct(final, 95)
     return {

@@ -59,8 +59,12 @@ def check_stream(events: list, seconds_in: float) -> tuple[str, str, np.ndarray]
     timed = [e for e in events if e.type.endswith(".delta")]
     stamps = [e.elapsed_ms for e in timed]
     assert all(s % 200 == 0 and 0 < s <= seconds_in * 1000 + 200 for s in stamps), stamps
-    output = [e.elapsed_ms for e in timed if e.type.startswith("session.output")]
-    assert output == sorted(output)  # phrases come out in the order they were spoken
+    for stream in ("session.output_transcript.delta", "session.output_audio.delta",
+                   "session.input_transcript.delta"):
+        # Each stream's phrases come out in the order they were spoken (the text of the next
+        # phrase may come while the last one is still being spoken).
+        output = [e.elapsed_ms for e in timed if e.type == stream]
+        assert output == sorted(output), stream
     samples = np.frombuffer(pcm, "<i2").astype(np.float32) / 32768
     return source, english, samples
 

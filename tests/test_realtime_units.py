@@ -115,6 +115,22 @@ def pieces(text: str):
     return pieces_of([Segment(0, 0, 0.0, 1.0, " " + text)], tokens=False)
 
 
+def test_an_utterances_first_words_wait_for_three_passes_that_agree():
+    """Two passes over a turn's first second agreed on "How do you marry" for "Had he
+    married"; the third, with more audio, heard it right. The first words wait for three."""
+    agreement = Agreement()
+    assert agreement.update(pieces("How do you marry the")) == []
+    assert agreement.update(pieces("How do you marry the amiable")) == []
+    assert agreement.update(pieces("Had he married a more amiable woman")) == []
+    sent = agreement.update(pieces("Had he married a more amiable woman he might"))
+    assert join(sent) == ""  # two of the last three disagree still
+    sent = agreement.update(pieces("Had he married a more amiable woman he might have"))
+    assert join(sent) == "Had he married a more amiable woman"  # what all three say
+    # After the first words, two passes suffice.
+    assert join(agreement.update(pieces(
+        "Had he married a more amiable woman he might have been made"))) == " he might have"
+
+
 def test_agreement_sends_only_what_two_passes_agree_on_and_never_retracts():
     agreement = Agreement()
     passes = [

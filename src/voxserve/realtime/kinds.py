@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from voxserve.errors import InvalidInput, Unavailable
+from voxserve.errors import InvalidInput
 from voxserve.realtime.events import beta_api_refused, missing_parameter, new_id
 from voxserve.realtime.session import TranscriptionSession
 from voxserve.realtime.session_config import build_config, default_wire, merge_update
@@ -78,9 +78,9 @@ class TranslationKind:
              initial: dict | None) -> TranslationSession:
         initial = initial or {}
         models = self._models(hub, query.get("model") or initial.get("model"))
-        if hub.tts is None:
-            raise Unavailable("This server serves no speech model: live translation needs one.",
-                              code="model_not_available")
+        if hub.tts is None:  # not a "try again later": nothing will change
+            raise InvalidInput("This server serves no speech model: live translation needs "
+                               "one.", param="model", code="model_not_available")
         # InvalidInput when the secret's session no longer checks out
         return TranslationSession(
             hub.passes, hub.tts, models, hub.resolve, hub.limits,

@@ -2,8 +2,8 @@
 
 A client that stops reading leaves the socket's writes pending, and every event the session
 makes (a translation session's carry audio) would pile up here. The outbox counts what it
-holds (the text of each event's string fields, roughly what it weighs once serialised) and
-calls `on_overflow` once past `max_bytes`; the session then ends itself.
+holds (each event's size as JSON) and calls `on_overflow` once past `max_bytes`; the session
+then ends itself.
 
 `close(code, reason)` ends it: what is already queued is still delivered, nothing put after
 is, and `get` returns None once it has run dry. The edge closes the socket with the code.
@@ -12,14 +12,14 @@ is, and `get` returns None once it has run dry. The edge closes the socket with 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import deque
 from collections.abc import Callable
 
-EVENT_OVERHEAD = 128  # bytes an event weighs beside its strings: keys, ids, numbers
-
 
 def weight(event: dict) -> int:
-    return EVENT_OVERHEAD + sum(len(v) for v in event.values() if isinstance(v, str))
+    """What the event weighs on the wire (a few µs for the largest, an audio frame)."""
+    return len(json.dumps(event, separators=(",", ":")))
 
 
 class Outbox:
@@ -79,7 +79,3 @@ class Outbox:
 
     def empty(self) -> bool:
         return not self._events
-
-    @property
-    def held_bytes(self) -> int:
-        return self._bytes

@@ -15,7 +15,7 @@ The worker does, by priority:
 
 Each pass is admitted by the scheduler on its own (`stt/passes.py`), so sessions and uploads
 take turns on the engines. The worker runs on the event loop but only awaits: decoding runs in
-the scheduler's worker threads, the segmenter in the session's ingest thread.
+the scheduler's worker threads, the segmenter's pushes in asyncio's default executor.
 """
 
 from __future__ import annotations
@@ -169,10 +169,6 @@ class LivePipeline:
             waiting = max(waiting, time.monotonic() - self._finals[0].committed_at)
         return waiting
 
-    @property
-    def waiting_samples(self) -> int:
-        return sum(u.samples.size for u in self._finals)
-
     # -- the worker ----------------------------------------------------------------------
 
     async def run(self) -> None:
@@ -200,8 +196,9 @@ class LivePipeline:
             # gives way to work waiting for the model.)
             if item.early is None and not self._passes.waiting(item.transcriber.model_id):
                 samples = self._segmenter.audio_since(item.start)
-                item.early = EarlyDecode.start(item.transcriber.final_decode(samples),
-                                               progress.voice_end)
+                if samples is not None:  # else the turn has just ended: its final pass runs
+                    item.early = EarlyDecode.start(item.transcriber.final_decode(samples),
+                                                   progress.voice_end)
             return False
         if self._interval is None:
             return False
@@ -221,6 +218,8 @@ class LivePipeline:
 
     async def _live_pass(self, item: LiveUtterance) -> None:
         samples = self._segmenter.audio_since(item.start)
+        if samples is None:  # the turn has just ended
+            return
         started = time.monotonic()
         try:
             pieces = await item.transcriber.live_pass(samples)

@@ -8,11 +8,13 @@ takes an append's raw bytes and returns what happened in them, in order: a turn 
 utterance ended (by the VAD, or cut inside a long turn), an idle timeout. A client's commit,
 clear and (translation's) close act on the same state.
 
-`push` is CPU work (resampling, one ONNX call per second of audio, a Python loop over 32 ms
+`push` is CPU work (resampling, one ONNX call per 4 s of audio, a Python loop over 32 ms
 frames): the session runs it in a worker thread, one push at a time and in the order the
 client sent them. The open turn's audio is read from the event loop while a push may be under
-way, so the buffer is only touched under a lock, and the pipeline reads the detector's
-position from `progress`, a snapshot taken at the end of each push.
+way (`audio_since`), so a push touches the buffer only under the lock, and the pipeline reads
+the detector's position from `progress`, a snapshot taken at the end of each push. Everything
+else (`commit`, `clear`, `flush`, the settings) runs on the loop between pushes: the ingest
+worker never starts one while a push is under way.
 """
 
 from __future__ import annotations
@@ -59,8 +61,10 @@ class Utterance:
 
 @dataclass(frozen=True)
 class Ended:
+    """A turn ended: by the VAD, or cut inside a long turn (then a `TurnStarted` at the cut
+    follows: the speech goes on in a new turn)."""
+
     utterance: Utterance
-    cut: bool = False  # inside speech (a long turn): the speech goes on in a new turn
 
 
 @dataclass(frozen=True)
@@ -98,10 +102,6 @@ class Segmenter:
         self._detector = self._new_detector(0)
         self.open_start: int | None = None  # the turn in progress starts here
         self.progress = Progress()
-
-    @property
-    def format(self) -> InputFormat:
-        return self._audio.format
 
     @property
     def held_samples(self) -> int:
@@ -164,7 +164,7 @@ class Segmenter:
             elif isinstance(event, TurnStopped) and self.open_start is not None:
                 events.append(Ended(self._end(event.end, event.voice_end)))
             elif isinstance(event, TurnCut) and self.open_start is not None:
-                events.append(Ended(self._end(event.at, None), cut=True))
+                events.append(Ended(self._end(event.at, None)))
                 self.open_start = event.at  # the same speech goes on as a new turn
                 events.append(TurnStarted(event.at))
             elif isinstance(event, IdleTimeout):
@@ -225,10 +225,11 @@ class Segmenter:
 
     # -- reading (from the event loop) ---------------------------------------------------
 
-    def audio_since(self, start: int) -> np.ndarray:
-        """A copy of the input from `start` on; empty once the buffer has moved past `start`
-        (a push in flight has just ended that turn: its audio is no longer the open one)."""
+    def audio_since(self, start: int) -> np.ndarray | None:
+        """A copy of the input from `start` on; None once the buffer has moved past `start`:
+        a push in flight has just ended that turn (its audio is an utterance now, and the
+        session will hear of it when the push returns)."""
         with self._lock:
             if start < self._buffer.start:
-                return np.zeros(0, dtype=np.float32)
+                return None
             return self._buffer.view(start).copy()

@@ -172,8 +172,12 @@ class TranscriptionSession(SessionBase):
         return SessionSpeakers(self.passes, self.diarizer, self._gone)
 
     def _sentence_ended(self) -> bool:
-        item = self.pipeline.open  # read from the segmenter's thread: one attribute read
-        return item is not None and ends_sentence(item.transcriber.latest_text)
+        """Called from the segmenter's thread, inside a push: the item the loop knows as open
+        is the turn in progress only if it starts where the segmenter's does (a push that
+        ended one turn and began another has not been seen by the loop yet)."""
+        item = self.pipeline.open
+        return (item is not None and item.start == self.segmenter.open_start
+                and ends_sentence(item.transcriber.latest_text))
 
     def _commit(self, item: LiveUtterance, utterance: Utterance) -> None:
         item.previous_id, self._last_item_id = self._last_item_id, item.id

@@ -142,10 +142,13 @@ class SessionBase:
             self.outbox.close(code, reason)
 
     def _worker_ended(self, task: asyncio.Task) -> None:
-        if task.cancelled() or self._closed:
+        if task.cancelled():
             return
         error = task.exception()
-        if error is not None:
+        if error is not None and self._closed:  # while closing: nobody left to tell
+            log.debug("realtime worker %s ended with an error while closing (session %s)",
+                      task.get_name(), self.id, exc_info=error)
+        elif error is not None:
             log.error("realtime worker %s failed (session %s)", task.get_name(), self.id,
                       exc_info=error)
             self._end(INTERNAL, error if isinstance(error, ServiceError) else server_error())

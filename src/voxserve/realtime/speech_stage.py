@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 
 from voxserve.audio.encode import OUTPUT_RATE
@@ -46,12 +47,18 @@ class SpeechStage:
         self._session_gone = session_gone
         self._send = send
         self._errors_as_events = errors_as_events
-        # Texts are small and come at most one per phrase the pipeline let through, so the
-        # pipeline's backlog limit bounds this queue too.
+        # Texts are small; how long the oldest has waited is part of the session's lag
+        # (`lag`), whose limit bounds this queue.
         self._texts: asyncio.Queue[tuple[str, int] | None] = asyncio.Queue()
+        self._since: deque[float] = deque()  # when each text waiting was said
 
     def say(self, text: str, elapsed_ms: int) -> None:
         self._texts.put_nowait((text, elapsed_ms))
+        self._since.append(time.monotonic())
+
+    def lag(self) -> float:
+        """How long the oldest text not yet spoken has waited, in seconds."""
+        return time.monotonic() - self._since[0] if self._since else 0.0
 
     def finish(self) -> None:
         """`run` returns once everything said so far is spoken."""
@@ -60,6 +67,7 @@ class SpeechStage:
     async def run(self) -> None:
         while (said := await self._texts.get()) is not None:
             text, elapsed = said
+            self._since.popleft()
             with self._errors_as_events("speech"):
                 pending = b""
                 for part in split_lead(text):

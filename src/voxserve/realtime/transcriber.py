@@ -34,6 +34,10 @@ from voxserve.stt.engine import DecodeOptions
 from voxserve.stt.passes import DecodePasses
 
 HOLD_BACK = 2  # words at the end of a live pass that are never sent from it
+# An utterance's first words are sent once this many consecutive passes agree on them: on a
+# turn's first second two passes agreed on "How do you marry" for "Had he married" (tiny.en
+# and base), and the deltas cannot take words back.
+FIRST_AGREEMENT = 3
 _WORDS = re.compile(r"\s*\S+")
 _NON_WORD = re.compile(r"[^\w']+")
 _SENTENCE_END = re.compile(r"[.!?。！？][\"')\]]*$")
@@ -99,11 +103,11 @@ class Agreement:
     Passes may rewrite text already sent (Whisper adds a leading "And" once it hears more,
     or changes punctuation), so each pass is first aligned with the committed text by
     comparing normalised words; only what follows the committed part is compared between
-    the two latest passes."""
+    the latest passes: two of them, or `FIRST_AGREEMENT` for an utterance's first words."""
 
     def __init__(self) -> None:
         self.committed: list[Piece] = []
-        self._previous_tail: list[Piece] | None = None
+        self._previous_tails: list[list[Piece]] = []  # the latest passes' uncommitted parts
 
     @property
     def text(self) -> str:
@@ -113,13 +117,16 @@ class Agreement:
         """The pieces that became stable with this pass (possibly none)."""
         start = _after(pieces, self.committed)
         tail = pieces[start:]
-        previous, self._previous_tail = self._previous_tail, tail
-        if previous is None:
+        needed = (FIRST_AGREEMENT if not self.committed else 2) - 1  # earlier passes
+        previous = self._previous_tails[-needed:]
+        self._previous_tails = [*self._previous_tails, tail][-(FIRST_AGREEMENT - 1):]
+        if len(previous) < needed:
             return []
         agreed = 0
-        for a, b in zip(previous, tail, strict=False):
-            if _norm(a.text) != _norm(b.text):
-                break
+        while agreed < len(tail) and all(
+            agreed < len(p) and _norm(p[agreed].text) == _norm(tail[agreed].text)
+            for p in previous
+        ):
             agreed += 1
         # The newest words may still be cut by the end of the audio or rewritten once the
         # next words are heard: the last HOLD_BACK words wait for a later pass.
@@ -128,7 +135,8 @@ class Agreement:
             stable -= 1
         new = self._joinable(tail[:stable])
         self.committed.extend(new)
-        self._previous_tail = tail[stable:]
+        if stable:  # the passes that agreed go on after what they agreed on
+            self._previous_tails = [t[stable:] for t in (*previous, tail)][-(FIRST_AGREEMENT - 1):]
         return new
 
     def finish(self, final: list[Piece]) -> list[Piece]:
@@ -279,9 +287,6 @@ class PassDecoder:
             engine_options={"beam_size": options.beam_size,
                             "condition_on_previous_text": False,
                             "log_prob_threshold": None,
-                            # One utterance, shorter than a window: its audio is encoded
-                            # alone, not padded to 30 s (stt/whisper/short_window.py).
-                            "short_window": True,
                             **({"hotwords": options.hotwords} if options.hotwords else {})},
         )
         # Each pass is a request of its own: its deadline counts from now, not from when the

@@ -156,19 +156,27 @@ class TranslationSession(SessionBase):
         self._translator = PassDecoder(self.passes, self.models.translator, self.id,
                                        self._gone)
         self._closing = False
+        self._sources_done = asyncio.Event()
 
     # -- lifecycle ---------------------------------------------------------------------
 
     def _workers_to_start(self) -> list[tuple[str, Coroutine[Any, Any, None]]]:
+        # Each stage a worker of its own, so a failing one ends the session (session_base).
         return [
             (f"translate-{self.id}", self._translate()),
+            (f"source-{self.id}", self._transcribe_sources()),
             (f"speak-{self.id}", self._speak_then_close()),
         ]
 
     async def _translate(self) -> None:
-        """Both pipelines until the session closes and they have decoded every phrase."""
-        await asyncio.gather(self.pipeline.run(), self._sources.run())
+        """Until the session closes and every phrase (and its source text) is done."""
+        await self.pipeline.run()
+        await self._sources_done.wait()
         self.speech.finish()
+
+    async def _transcribe_sources(self) -> None:
+        await self._sources.run()
+        self._sources_done.set()
 
     async def _speak_then_close(self) -> None:
         await self.speech.run()
@@ -248,7 +256,9 @@ class TranslationSession(SessionBase):
         self._check_backlog()
 
     def _lag(self) -> float:
-        return self.pipeline.lag()
+        # Every stage's: a phrase leaves the translator before it is spoken, and the source
+        # text may fall behind on its own.
+        return max(self.pipeline.lag(), self._sources.lag(), self.speech.lag())
 
     def _send_audio(self, frame: str, elapsed: int, rate: int) -> None:
         self._send("session.output_audio.delta", delta=frame, format="pcm16",

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,7 +31,7 @@ from voxserve.runtime.catalog import ModelSpec, PublicModel
 from voxserve.runtime.context import RequestContext
 from voxserve.runtime.scheduler import Scheduler
 from voxserve.stt.engine import DecodeInfo, DecodeOptions, SpeechToTextEngine
-from voxserve.stt.pipeline import decode_blocks
+from voxserve.stt.pipeline import DecodeItem, decode_blocks
 from voxserve.stt.request import SpeechToTextRequest
 from voxserve.stt.service import check_capabilities
 
@@ -104,7 +104,7 @@ class ScheduledPasses(DecodePasses):
             block = AudioBlock(0, samples, last=True)
             segments: list[Segment] = []
             language, prompt_tokens = options.language, 0
-            async for item in lease.iterate(lambda: decode_blocks(engine, [block], options)):
+            async for item in lease.iterate(lambda: _one_utterance(engine, block, options)):
                 if isinstance(item, Segment):
                     segments.append(item)
                 elif isinstance(item, DecodeInfo):
@@ -145,3 +145,14 @@ class ScheduledPasses(DecodePasses):
             yield
         finally:
             self._under_way[model_id, kind] -= 1
+
+
+def _one_utterance(
+    engine: SpeechToTextEngine, block: AudioBlock, options: DecodeOptions
+) -> Iterator[DecodeItem]:
+    """A pass's decode, in the worker thread: one utterance, so an engine that can encode a
+    short window for it does (Whisper: its own audio, not a 30 s window, language detection
+    included)."""
+    short = getattr(engine, "short_windows", None)
+    with short() if short is not None else nullcontext():
+        yield from decode_blocks(engine, [block], options)

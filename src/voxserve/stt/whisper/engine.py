@@ -78,7 +78,6 @@ class WhisperOptions:
     fallback_temperatures: tuple[float, ...] = FALLBACK_TEMPERATURES
     without_timestamps: bool = False
     log_prob_threshold: float | None = -1.0  # Whisper's; None: no retry for it alone
-    short_window: bool = False  # encode the audio alone, not a 30 s window (short_window.py)
 
     @classmethod
     def from_options(cls, options: DecodeOptions) -> WhisperOptions:
@@ -125,6 +124,13 @@ class WhisperEngine:
             )
         top = tuple((code, float(p)) for code, p in all_probs[:10])
         return DecodeInfo(language, float(probability), top)
+
+    def short_windows(self) -> AbstractContextManager:
+        """Inside, this thread's encodes (language detection's too) take the audio and a few
+        seconds of padding, not a 30 s window (short_window.py): for one utterance decoded
+        on its own, a live session's pass."""
+        windows = getattr(self._model, "short_windows", None)
+        return windows.trimming() if windows is not None else nullcontext()
 
     def transcribe(self, samples: np.ndarray, options: DecodeOptions) -> Iterator[Segment]:
         with self._batching():
@@ -189,17 +195,13 @@ class WhisperEngine:
             without_timestamps=knobs.without_timestamps,
             log_prob_threshold=knobs.log_prob_threshold,
         )
-        shorter = getattr(self._model, "short_windows", None)
-        trimming = shorter.trimming(knobs.short_window) if shorter else nullcontext()
-        # faster-whisper encodes lazily, as the segments are read, in this worker thread.
-        with trimming:
-            for index, raw in enumerate(segments):
-                segment = _to_domain(index, raw)
-                if options.logprobs:
-                    segment = replace(
-                        segment, logprobs=self._token_logprobs(samples, raw, options.language)
-                    )
-                yield segment
+        for index, raw in enumerate(segments):
+            segment = _to_domain(index, raw)
+            if options.logprobs:
+                segment = replace(
+                    segment, logprobs=self._token_logprobs(samples, raw, options.language)
+                )
+            yield segment
 
     def _token_logprobs(self, samples: np.ndarray, raw: Any, language: str | None) -> tuple:
         """The decoder's probability of each text token of a segment, by forced alignment
