@@ -10,6 +10,14 @@ from conftest import audio_path
 from voxserve.audio.decode import SAMPLE_RATE, decode_audio
 from voxserve.realtime.audio_in import _alaw_table, _mulaw_table
 
+# Four English clips with their references in fixtures/audio/transcripts.tsv.
+ENGLISH_CLIPS = [
+    "sense_and_sensibility_01_austen_64kb-0870.wav",
+    "arctic_a0007.wav",
+    "sense_and_sensibility_01_austen_64kb-0890.wav",
+    "goforward.wav",
+]
+
 
 def speech(*names: str, gap: float = 1.5, lead: float = 0.5, tail: float = 1.5) -> np.ndarray:
     """16 kHz float32: the clips in order, with silences between, before and after."""
@@ -45,3 +53,13 @@ def g711(samples: np.ndarray, kind: str) -> bytes:
 def chunks(data: bytes, size: int = 9600) -> list[str]:
     """Base64 appends of `size` bytes (9600 = 200 ms of 24 kHz PCM16)."""
     return [base64.b64encode(data[i : i + size]).decode() for i in range(0, len(data), size)]
+
+
+async def start_english_session(conn) -> None:
+    """An SDK connection's opening: `session.created`, then whisper-1 in English (updated)."""
+    import asyncio
+
+    assert (await asyncio.wait_for(conn.recv(), 60)).type == "session.created"
+    await conn.session.update(session={"type": "transcription", "audio": {"input": {
+        "transcription": {"model": "whisper-1", "language": "en"}}}})
+    assert (await asyncio.wait_for(conn.recv(), 60)).type == "session.updated"

@@ -13,17 +13,12 @@ import pytest
 import websockets
 from conftest import LiveServer, reference_texts
 from openai import AsyncOpenAI, OpenAI
+from realtime_audio import ENGLISH_CLIPS as CLIPS
 from realtime_audio import chunks, g711, pcm24, speech
 from whisper_normalizer.english import EnglishTextNormalizer
 
 KEY = "rt-test-key"
 INTENT = {"intent": "transcription"}
-CLIPS = [
-    "sense_and_sensibility_01_austen_64kb-0870.wav",
-    "arctic_a0007.wav",
-    "sense_and_sensibility_01_austen_64kb-0890.wav",
-    "goforward.wav",
-]
 normalize = EnglishTextNormalizer()
 
 

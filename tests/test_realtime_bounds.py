@@ -33,6 +33,7 @@ import numpy as np
 import pytest
 import websockets
 from conftest import audio_path, reference_texts
+from realtime_audio import ENGLISH_CLIPS as CLIPS
 from realtime_audio import chunks, pcm24, speech
 from websockets.frames import Opcode
 from whisper_normalizer.english import EnglishTextNormalizer
@@ -40,12 +41,6 @@ from whisper_normalizer.english import EnglishTextNormalizer
 from voxserve.audio.decode import SAMPLE_RATE, decode_audio
 
 TESTS = Path(__file__).resolve().parent
-CLIPS = [
-    "sense_and_sensibility_01_austen_64kb-0870.wav",
-    "arctic_a0007.wav",
-    "sense_and_sensibility_01_austen_64kb-0890.wav",
-    "goforward.wav",
-]
 normalize = EnglishTextNormalizer()
 
 # The child: conftest's LiveServer (the same settings every test server has), its URL on

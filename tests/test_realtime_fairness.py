@@ -15,7 +15,7 @@ import jiwer
 import pytest
 from conftest import LiveServer, audio_path, reference_texts
 from openai import AsyncOpenAI
-from realtime_audio import chunks, pcm24, speech
+from realtime_audio import chunks, pcm24, speech, start_english_session
 from whisper_normalizer.english import EnglishTextNormalizer
 
 SESSIONS = [
@@ -44,10 +44,7 @@ async def test_sessions_and_uploads_share_the_model_without_starving(live):
             nonlocal streaming
             audio = pcm24(speech(*names, gap=1.5))
             async with client.realtime.connect(extra_query={"intent": "transcription"}) as conn:
-                assert (await asyncio.wait_for(conn.recv(), 60)).type == "session.created"
-                await conn.session.update(session={"type": "transcription", "audio": {"input": {
-                    "transcription": {"model": "whisper-1", "language": "en"}}}})
-                assert (await asyncio.wait_for(conn.recv(), 60)).type == "session.updated"
+                await start_english_session(conn)
 
                 async def send() -> None:
                     nonlocal streaming

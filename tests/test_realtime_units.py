@@ -423,31 +423,37 @@ def test_the_lead_of_a_text_ends_at_a_clause_or_a_word():
     assert rest == "trained on 680,000 hours of data."
 
 
-async def test_close_stops_a_worker_that_lost_its_cancellation():
-    """A worker can lose a cancellation in code we do not own (asyncio.wait_for before
-    Python 3.12); `close` cancels it again, so the session is still released."""
+def _session_with_worker(work):
+    """A bare live session whose one worker (beside ingest) is `work(session)`."""
     from dataclasses import dataclass, field
 
     from voxserve.realtime.session_base import SessionBase
 
     @dataclass
-    class Stubborn(SessionBase):
+    class OneWorker(SessionBase):
         limits: SessionLimits = field(default_factory=SessionLimits)
 
         def session_object(self) -> dict:
             return {"id": self.id}
 
         def _workers_to_start(self):
-            return [("stubborn", self._work())]
+            return [("worker", work(self))]
 
-        async def _work(self) -> None:
-            try:
-                await asyncio.Event().wait()
-            except asyncio.CancelledError:
-                pass  # lost, as wait_for loses it when its future completes at that moment
-            await asyncio.Event().wait()  # then waits for input that never comes
+    return OneWorker()
 
-    session = Stubborn()
+
+async def test_close_stops_a_worker_that_lost_its_cancellation():
+    """A worker can lose a cancellation in code we do not own (asyncio.wait_for before
+    Python 3.12); `close` cancels it again, so the session is still released."""
+
+    async def stubborn(session) -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            pass  # lost, as wait_for loses it when its future completes at that moment
+        await asyncio.Event().wait()  # then waits for input that never comes
+
+    session = _session_with_worker(stubborn)
     session.start()
     await asyncio.sleep(0)
     closing = asyncio.ensure_future(session.close())
@@ -460,24 +466,11 @@ async def test_a_worker_that_dies_ends_the_session_with_an_error_and_close_1011(
     """A bug in a worker must not leave a session open with nothing decoding: the client
     gets `server_error`, the log has it at ERROR with the session id, the close code is one
     the SDK reconnects after."""
-    from dataclasses import dataclass, field
 
-    from voxserve.realtime.session_base import SessionBase
+    async def broken(session) -> None:
+        raise RuntimeError("a bug")
 
-    @dataclass
-    class Broken(SessionBase):
-        limits: SessionLimits = field(default_factory=SessionLimits)
-
-        def session_object(self) -> dict:
-            return {"id": self.id}
-
-        def _workers_to_start(self):
-            return [("broken", self._work())]
-
-        async def _work(self) -> None:
-            raise RuntimeError("a bug")
-
-    session = Broken()
+    session = _session_with_worker(broken)
     with caplog.at_level("ERROR", logger="voxserve.realtime"):
         session.start()
         await asyncio.wait_for(session.ended.wait(), 5)

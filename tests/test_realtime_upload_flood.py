@@ -16,7 +16,7 @@ import openai
 import pytest
 from conftest import LiveServer, audio_path, reference_texts
 from openai import AsyncOpenAI
-from realtime_audio import chunks, pcm24, speech
+from realtime_audio import chunks, pcm24, speech, start_english_session
 from whisper_normalizer.english import EnglishTextNormalizer
 
 TURNS = ["arctic_a0007.wav", "sense_and_sensibility_01_austen_64kb-0890.wav", "goforward.wav"]
@@ -43,10 +43,7 @@ async def test_a_full_upload_queue_delays_live_turns_but_never_drops_them(live):
             nonlocal streaming
             audio = pcm24(speech(*TURNS, gap=1.5))
             async with client.realtime.connect(extra_query={"intent": "transcription"}) as conn:
-                assert (await asyncio.wait_for(conn.recv(), 60)).type == "session.created"
-                await conn.session.update(session={"type": "transcription", "audio": {"input": {
-                    "transcription": {"model": "whisper-1", "language": "en"}}}})
-                assert (await asyncio.wait_for(conn.recv(), 60)).type == "session.updated"
+                await start_english_session(conn)
 
                 async def send() -> None:
                     start = time.monotonic()
