@@ -287,6 +287,9 @@ class PassDecoder:
             engine_options={"beam_size": options.beam_size,
                             "condition_on_previous_text": False,
                             "log_prob_threshold": None,
+                            # One utterance: its audio is encoded alone, not padded to a
+                            # 30 s window (stt/whisper/short_window.py).
+                            "short_window": True,
                             **({"hotwords": options.hotwords} if options.hotwords else {})},
         )
         # Each pass is a request of its own: its deadline counts from now, not from when the

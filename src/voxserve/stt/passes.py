@@ -151,8 +151,9 @@ def _one_utterance(
     engine: SpeechToTextEngine, block: AudioBlock, options: DecodeOptions
 ) -> Iterator[DecodeItem]:
     """A pass's decode, in the worker thread: one utterance, so an engine that can encode a
-    short window for it does (Whisper: its own audio, not a 30 s window, language detection
-    included)."""
+    short window for it does, for the language detection that runs in this thread too (the
+    decode's own chunks ask for it in their options, `short_window`, in whichever thread
+    decodes them)."""
     short = getattr(engine, "short_windows", None)
     with short() if short is not None else nullcontext():
         yield from decode_blocks(engine, [block], options)

@@ -78,6 +78,9 @@ class WhisperOptions:
     fallback_temperatures: tuple[float, ...] = FALLBACK_TEMPERATURES
     without_timestamps: bool = False
     log_prob_threshold: float | None = -1.0  # Whisper's; None: no retry for it alone
+    # Encode the audio and a few seconds of padding, not a 30 s window (short_window.py): in
+    # whichever thread decodes the chunk (the pipeline decodes chunks side by side).
+    short_window: bool = False
 
     @classmethod
     def from_options(cls, options: DecodeOptions) -> WhisperOptions:
@@ -195,13 +198,15 @@ class WhisperEngine:
             without_timestamps=knobs.without_timestamps,
             log_prob_threshold=knobs.log_prob_threshold,
         )
-        for index, raw in enumerate(segments):
-            segment = _to_domain(index, raw)
-            if options.logprobs:
-                segment = replace(
-                    segment, logprobs=self._token_logprobs(samples, raw, options.language)
-                )
-            yield segment
+        # faster-whisper encodes lazily, as the segments are read, in this thread.
+        with self.short_windows() if knobs.short_window else nullcontext():
+            for index, raw in enumerate(segments):
+                segment = _to_domain(index, raw)
+                if options.logprobs:
+                    segment = replace(
+                        segment, logprobs=self._token_logprobs(samples, raw, options.language)
+                    )
+                yield segment
 
     def _token_logprobs(self, samples: np.ndarray, raw: Any, language: str | None) -> tuple:
         """The decoder's probability of each text token of a segment, by forced alignment
