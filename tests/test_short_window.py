@@ -63,3 +63,38 @@ def test_a_short_window_pass_says_what_the_full_window_says():
     assert frames[0] < 3000  # the short pass encoded fewer frames
     # tiny.en drops the clip's leading "And" in the short window: one word of 22.
     assert jiwer.wer(texts[False], texts[True]) <= 0.05 and "dashwood" in texts[True]
+
+
+async def test_a_sessions_pass_encodes_short_windows_in_every_thread_it_uses():
+    """A live pass through the scheduler (ScheduledPasses, as a session runs it): its speech
+    chunks are decoded in threads of the pipeline's own, its language detection in the
+    lease's; every encode is short. (A flag set in one thread only once let the chunks
+    encode 30 s windows.)"""
+    from voxserve.realtime.models import resolve_model
+    from voxserve.realtime.transcriber import PassDecoder, PassOptions
+    from voxserve.services import build_services
+
+    settings = Settings(cache_dir=MODEL_CACHE, stt_default_model="whisper-base")
+    services = build_services(settings)
+    try:
+        model = resolve_model(services.catalog, settings, "whisper-base")
+        engine = await services.pool.acquire(model.spec)
+        services.pool.release(model.spec.id)
+        frames: list[int] = []
+        windows = engine._model.short_windows
+        inner = windows._encode
+        windows._encode = lambda f: frames.append(f.shape[-1]) or inner(f)
+
+        async def gone() -> bool:
+            return False
+
+        samples = decode_audio(audio_path("arctic_a0007.wav").read_bytes())
+        decoder = PassDecoder(services.passes, model, "sess_test", gone)
+        # Language given (no detection: the chunk thread's own encode) and detected.
+        for options in (PassOptions(language="en"), PassOptions()):
+            frames.clear()
+            result = await decoder.run(samples, options, final=True)
+            assert "superlative" in "".join(p.text for p in result.pieces).lower()
+            assert frames and max(frames) < 3000, (options, frames)
+    finally:
+        services.close()
