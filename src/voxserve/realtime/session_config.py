@@ -26,11 +26,11 @@ from voxserve.realtime.audio_in import FORMAT_RATES, InputFormat
 from voxserve.realtime.events import missing_parameter, wrong_type
 from voxserve.realtime.models import COMMIT_ONLY_MODELS, DEFAULT_MODEL, NO_PROMPT_MODELS
 from voxserve.realtime.turns import SEMANTIC_MAX_WAIT, TurnConfig
+from voxserve.realtime.wire_fields import as_object, invalid_value, noise_reduction, only_known
 from voxserve.runtime.catalog import PublicModel
 from voxserve.stt.profiles import profile_for
 
 LOGPROBS = "item.input_audio_transcription.logprobs"
-NOISE_REDUCTION_TYPES = ("near_field", "far_field")
 # `transcription.delay` -> seconds of new audio between a turn's live passes: a longer wait
 # sends the live text later and in bigger steps (each pass hears more), and costs fewer passes.
 # "low" is the server's default interval (REALTIME_PARTIAL_INTERVAL, 0.5 s).
@@ -146,7 +146,7 @@ def _merge_input(current: dict, update: dict) -> dict:
 
 def build_config(wire: dict, resolve: ModelResolver) -> SessionConfig:
     """Check a whole wire session; raises OpenAI-style errors naming the offending field."""
-    _only(wire, "session", ("type", "audio", "include", "id", "object", "expires_at",
+    only_known(wire, "session", ("type", "audio", "include", "id", "object", "expires_at",
                             "client_secret"))
     kind = wire.get("type")
     if kind is None:
@@ -162,17 +162,17 @@ def build_config(wire: dict, resolve: ModelResolver) -> SessionConfig:
         raise wrong_type("session.include", "an array", include)
     for value in include:
         if value != LOGPROBS:
-            raise _invalid("session.include", value, (LOGPROBS,))
-    audio = _object(wire.get("audio") or {}, "session.audio")
-    _only(audio, "session.audio", ("input",))
-    given = _object(audio.get("input") or {}, "session.audio.input")
-    _only(given, "session.audio.input",
+            raise invalid_value("session.include", value, (LOGPROBS,))
+    audio = as_object(wire.get("audio") or {}, "session.audio")
+    only_known(audio, "session.audio", ("input",))
+    given = as_object(audio.get("input") or {}, "session.audio.input")
+    only_known(given, "session.audio.input",
           ("format", "noise_reduction", "transcription", "turn_detection"))
     fmt = _format(given.get("format"))
-    noise = _noise_reduction(given.get("noise_reduction"))
+    noise = noise_reduction(given.get("noise_reduction"))
     turn = _turn_detection(given["turn_detection"]) if "turn_detection" in given else TurnConfig()
-    transcription = _object(given.get("transcription") or {}, "session.audio.input.transcription")
-    _only(transcription, "session.audio.input.transcription", TRANSCRIPTION_FIELDS)
+    transcription = as_object(given.get("transcription") or {}, "session.audio.input.transcription")
+    only_known(transcription, "session.audio.input.transcription", TRANSCRIPTION_FIELDS)
     name = transcription.get("model") or DEFAULT_MODEL
     if not isinstance(name, str):
         raise wrong_type("session.audio.input.transcription.model", "a string", name)
@@ -234,7 +234,7 @@ def _delay(value: object) -> str | None:
     if not isinstance(value, str):
         raise wrong_type(f"{_TRANSCRIPTION}.delay", "a string", value)
     if value not in DELAY_PARTIAL_INTERVAL:
-        raise _invalid(f"{_TRANSCRIPTION}.delay", value, tuple(DELAY_PARTIAL_INTERVAL))
+        raise invalid_value(f"{_TRANSCRIPTION}.delay", value, tuple(DELAY_PARTIAL_INTERVAL))
     return value
 
 
@@ -284,14 +284,14 @@ def _languages(value: object) -> tuple[tuple[str, ...], tuple[str, ...]]:
 def _format(value: object) -> InputFormat:
     if value is None:
         return InputFormat()
-    value = _object(value, "session.audio.input.format")
-    _only(value, "session.audio.input.format", ("type", "rate"))
+    value = as_object(value, "session.audio.input.format")
+    only_known(value, "session.audio.input.format", ("type", "rate"))
     kind = value.get("type", "audio/pcm")
     if kind not in FORMAT_RATES:
-        raise _invalid("session.audio.input.format.type", kind, tuple(FORMAT_RATES))
+        raise invalid_value("session.audio.input.format.type", kind, tuple(FORMAT_RATES))
     rate = value.get("rate")
     if kind == "audio/pcm" and rate not in (None, 24000):
-        raise _invalid("session.audio.input.format.rate", rate, (24000,))
+        raise invalid_value("session.audio.input.format.rate", rate, (24000,))
     if kind != "audio/pcm" and rate not in (None, 8000):
         raise InvalidInput(
             f"Unknown parameter: 'session.audio.input.format.rate' for '{kind}' (G.711 is "
@@ -301,38 +301,24 @@ def _format(value: object) -> InputFormat:
     return InputFormat(kind)
 
 
-def _noise_reduction(value: object) -> dict | None:
-    if value is None:
-        return None
-    value = _object(value, "session.audio.input.noise_reduction")
-    _only(value, "session.audio.input.noise_reduction", ("type", "strength"))
-    kind = value.get("type", "near_field")
-    if kind not in NOISE_REDUCTION_TYPES:
-        raise _invalid("session.audio.input.noise_reduction.type", kind, NOISE_REDUCTION_TYPES)
-    strength = value.get("strength", 1)
-    if not isinstance(strength, (int, float)) or isinstance(strength, bool):
-        raise wrong_type("session.audio.input.noise_reduction.strength", "a number", strength)
-    return {"type": kind, "strength": strength}
-
-
 def _turn_detection(value: object) -> TurnConfig | None:
     if value is None:
         return None
     param = "session.audio.input.turn_detection"
-    value = _object(value, param)
+    value = as_object(value, param)
     kind = value.get("type")
     if kind is None:
         raise missing_parameter(f"{param}.type")
     common = ("type", "create_response", "interrupt_response")
     if kind == "semantic_vad":
-        _only(value, param, (*common, "eagerness"))
+        only_known(value, param, (*common, "eagerness"))
         eagerness = value.get("eagerness") or "auto"
         if eagerness not in SEMANTIC_MAX_WAIT:
-            raise _invalid(f"{param}.eagerness", eagerness, tuple(SEMANTIC_MAX_WAIT))
+            raise invalid_value(f"{param}.eagerness", eagerness, tuple(SEMANTIC_MAX_WAIT))
         return TurnConfig(type="semantic_vad", eagerness=eagerness)
     if kind != "server_vad":
-        raise _invalid(f"{param}.type", kind, ("server_vad", "semantic_vad"))
-    _only(value, param, (*common, "threshold", "prefix_padding_ms", "silence_duration_ms",
+        raise invalid_value(f"{param}.type", kind, ("server_vad", "semantic_vad"))
+    only_known(value, param, (*common, "threshold", "prefix_padding_ms", "silence_duration_ms",
                          "idle_timeout_ms"))
     defaults = TurnConfig()
     threshold = _number(value, f"{param}.threshold", "threshold", defaults.threshold, 0.0, 1.0)
@@ -360,25 +346,6 @@ def _number(obj: dict, param: str, key: str, default: float, low: float, high: f
     if not low <= value <= high:
         raise number_out_of_range(param, value, low, high)
     return value
-
-
-def _object(value: object, param: str) -> dict:
-    if not isinstance(value, dict):
-        raise wrong_type(param, "an object", value)
-    return value
-
-
-def _only(obj: dict, where: str, allowed: tuple[str, ...]) -> None:
-    for key in obj:
-        if key not in allowed:
-            raise InvalidInput(f"Unknown parameter: '{where}.{key}'.", param=f"{where}.{key}",
-                           code="unknown_parameter")
-
-
-def _invalid(param: str, value: object, supported: tuple) -> InvalidInput:
-    shown = ", ".join(f"'{s}'" for s in supported)
-    return InvalidInput(f"Invalid value: '{value}'. Supported values are: {shown}.",
-                    param=param, code="invalid_value")
 
 
 def _unsupported_prompt(name: str) -> InvalidInput:

@@ -20,7 +20,8 @@ from voxserve.config import Settings
 from voxserve.errors import InvalidInput
 from voxserve.languages import normalize_language
 from voxserve.realtime.events import wrong_type
-from voxserve.realtime.session_config import ModelResolver, _noise_reduction, _object, _only
+from voxserve.realtime.session_config import ModelResolver
+from voxserve.realtime.wire_fields import as_object, noise_reduction, only_known
 from voxserve.runtime.catalog import Catalog, PublicModel
 
 # OpenAI's realtime translation model names (the SDK leaves `model` a free string).
@@ -99,19 +100,19 @@ def build_translation_config(
 ) -> TranslationConfig:
     """Check a whole wire session (`session.update` payloads merged); raises OpenAI-style
     errors naming the offending field."""
-    _only(wire, "session", ("type", "model", "audio", "id", "object", "expires_at"))
+    only_known(wire, "session", ("type", "model", "audio", "id", "object", "expires_at"))
     kind = wire.get("type", "translation")
     if kind != "translation":
         raise InvalidInput(
             f"Invalid value: '{kind}'. Supported values are: 'translation'.",
             param="session.type", code="invalid_value",
         )
-    audio = _object(wire.get("audio") or {}, "session.audio")
-    _only(audio, "session.audio", ("input", "output"))
-    given = _object(audio.get("input") or {}, "session.audio.input")
-    _only(given, "session.audio.input", ("transcription", "noise_reduction"))
-    output = _object(audio.get("output") or {}, "session.audio.output")
-    _only(output, "session.audio.output", ("language", "voice"))
+    audio = as_object(wire.get("audio") or {}, "session.audio")
+    only_known(audio, "session.audio", ("input", "output"))
+    given = as_object(audio.get("input") or {}, "session.audio.input")
+    only_known(given, "session.audio.input", ("transcription", "noise_reduction"))
+    output = as_object(audio.get("output") or {}, "session.audio.output")
+    only_known(output, "session.audio.output", ("language", "voice"))
     _check_target(output.get("language"))
     voice = output.get("voice") or default_voice
     if not isinstance(voice, str):
@@ -120,8 +121,8 @@ def build_translation_config(
     transcription = given.get("transcription")
     if transcription is not None:
         param = "session.audio.input.transcription"
-        transcription = _object(transcription, param)
-        _only(transcription, param, ("model",))
+        transcription = as_object(transcription, param)
+        only_known(transcription, param, ("model",))
         name = transcription.get("model")
         if not isinstance(name, str):
             raise wrong_type(f"{param}.model", "a string", name)
@@ -132,7 +133,7 @@ def build_translation_config(
                 "realtime audio on this server.", param=f"{param}.model", code="invalid_value",
             )
     return TranslationConfig(voice, transcriber, name,
-                             _noise_reduction(given.get("noise_reduction")))
+                             noise_reduction(given.get("noise_reduction")))
 
 
 def _check_target(language: object) -> None:
