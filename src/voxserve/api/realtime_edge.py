@@ -116,8 +116,7 @@ async def _read(ws: WebSocket, session: SessionBase) -> None:
 
 
 async def _write(ws: WebSocket, session: SessionBase) -> None:
-    while (event := await session.outbox.get()) is not None:
-        text = json.dumps(event, separators=(",", ":"))
+    while (text := await session.outbox.get_text()) is not None:
         try:
             await ws.send_text(text)
         except Exception:  # the client is gone (however the server library says so)

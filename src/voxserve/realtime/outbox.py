@@ -17,16 +17,17 @@ from collections import deque
 from collections.abc import Callable
 
 
-def weight(event: dict) -> int:
-    """What the event weighs on the wire (a few µs for the largest, an audio frame)."""
-    return len(json.dumps(event, separators=(",", ":")))
+def serialised(event: dict) -> str:
+    """The event as it goes on the wire (a few µs for the largest, an audio frame): made once,
+    to weigh it here and for the edge to send."""
+    return json.dumps(event, separators=(",", ":"))
 
 
 class Outbox:
     def __init__(self, max_bytes: int, on_overflow: Callable[[], None] | None = None) -> None:
         self.max_bytes = max_bytes
         self.on_overflow = on_overflow
-        self._events: deque[tuple[dict, int]] = deque()
+        self._events: deque[tuple[dict, str]] = deque()
         self._bytes = 0
         self._ready = asyncio.Event()
         self.ended = asyncio.Event()  # set by `close`
@@ -54,28 +55,39 @@ class Outbox:
             self._ready.set()
 
     def _append(self, event: dict) -> None:
-        size = weight(event)
-        self._events.append((event, size))
-        self._bytes += size
+        text = serialised(event)
+        self._events.append((event, text))
+        self._bytes += len(text)
         self._ready.set()
 
     async def get(self) -> dict | None:
         """The next event; None once closed and drained."""
+        return await self._next(0)
+
+    async def get_text(self) -> str | None:
+        """The next event as JSON text (what the socket sends); None once closed and
+        drained."""
+        return await self._next(1)
+
+    async def _next(self, part: int) -> dict | str | None:  # the event, or its text
         while not self._events:
             if self.ended.is_set():
                 return None
             self._ready.clear()
             await self._ready.wait()
-        return self.get_nowait()
+        return self._pop()[part]
 
     def get_nowait(self) -> dict | None:
         if not self._events:
             if self.ended.is_set():
                 return None
             raise asyncio.QueueEmpty
-        event, size = self._events.popleft()
-        self._bytes -= size
-        return event
+        return self._pop()[0]
+
+    def _pop(self) -> tuple[dict, str]:
+        event, text = self._events.popleft()
+        self._bytes -= len(text)
+        return event, text
 
     def empty(self) -> bool:
         return not self._events
